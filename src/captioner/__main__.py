@@ -1,0 +1,5 @@
+"""Allow ``python -m captioner``."""
+
+from captioner.cli import main
+
+raise SystemExit(main())

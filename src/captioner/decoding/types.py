@@ -1,0 +1,39 @@
+"""What a search needs to know about the vocabulary, and what it returns per image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass(frozen=True)
+class SearchTokens:
+    """Ids the search treats specially. ``banned_ids`` are never emitted (<pad>, <start>,
+    <unk>): a caption with "<unk>" in it is worse alt text than a plainer one."""
+
+    start_id: int
+    end_id: int
+    banned_ids: tuple[int, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class DecodedCaption:
+    token_ids: list[int]
+    """The words, without <start> and <end>."""
+    log_prob: float
+    """Sum of the words' log-probabilities (and of <end>'s, when the caption ended)."""
+    score: float
+    """What the search ranked by: ``log_prob``, length-normalised when a penalty is set."""
+    alphas: torch.Tensor
+    """(len(token_ids), R): where the decoder looked for each word."""
+    finished: bool
+    """False when the caption hit ``max_length`` without emitting <end>."""
+
+
+def banned_mask(vocab_size: int, banned_ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """(V,) additive mask: 0 for allowed words, -inf for banned ones."""
+    mask = torch.zeros(vocab_size, device=device)
+    if banned_ids:
+        mask[list(banned_ids)] = float("-inf")
+    return mask
