@@ -37,3 +37,13 @@ def banned_mask(vocab_size: int, banned_ids: tuple[int, ...], device: torch.devi
     if banned_ids:
         mask[list(banned_ids)] = float("-inf")
     return mask
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How to search: ``beam_size`` 1 is greedy decoding."""
+
+    beam_size: int = 3
+    max_length: int = 20
+    length_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0

@@ -1,0 +1,176 @@
+"""``Captioner``: the one door to a trained model, for the CLI, the server and users' code.
+
+    from captioner.api import Captioner
+    captioner = Captioner.from_pretrained()            # the model shipped in the package
+    captioner = Captioner.from_pretrained("runs/my")   # or any run directory
+    for result in captioner.caption(["a.jpg", "b.jpg"], beam_size=3):
+        print(result.source, result.caption, result.attention.shape)
+
+A picture that cannot be read gives a result with ``error`` set; the others are still captioned.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from captioner.data.images import load_rgb_image, load_rgb_image_bytes
+from captioner.data.text import Vocabulary
+from captioner.decoding import DecodeSettings, decode
+from captioner.errors import BadImageError, CheckpointError
+from captioner.models.captioning import CaptioningModel
+from captioner.pretrained import resolve_pretrained
+from captioner.training import checkpoint
+from captioner.training.config import RunConfig
+from captioner.training.evaluation import search_tokens
+from captioner.training.loop import build_model, resolve_device
+
+ImageInput = str | Path | bytes | Image.Image
+
+
+@dataclass
+class CaptionResult:
+    source: str
+    """The file path, or ``<image N>`` for in-memory pictures."""
+    caption: str | None = None
+    words: list[str] = field(default_factory=list)
+    score: float | None = None
+    """Log-probability of the caption under the model (higher is more confident)."""
+    attention: np.ndarray | None = None
+    """(len(words), grid_h, grid_w): where the model looked for each word; rows sum to 1."""
+    error: str | None = None
+    image_size: tuple[int, int] | None = None
+    """(width, height) of the picture as loaded, after EXIF rotation."""
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self, include_attention: bool = False) -> dict[str, Any]:
+        values: dict[str, Any] = {"source": self.source, "caption": self.caption}
+        if self.error is not None:
+            values["error"] = self.error
+            return values
+        values["score"] = self.score
+        values["words"] = self.words
+        if include_attention and self.attention is not None:
+            values["attention"] = np.round(self.attention, 5).tolist()
+        return values
+
+
+class Captioner:
+    def __init__(
+        self,
+        model: CaptioningModel,
+        vocabulary: Vocabulary,
+        config: RunConfig,
+        device: torch.device,
+        source: str = "",
+        metrics: dict | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.vocabulary = vocabulary
+        self.config = config
+        self.device = device
+        self.source = source
+        self.metrics = metrics or {}
+        self._tokens = search_tokens(vocabulary)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path | None = None, device: str = "auto") -> Captioner:
+        """Load a shipped model by name (default: the package's real-photo model) or a run directory."""
+        run_dir = resolve_pretrained(name_or_path)
+        loaded = checkpoint.load_run(run_dir)
+        model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=False)
+        checkpoint.load_state_strict(model, loaded.weights, run_dir / checkpoint.WEIGHTS_FILE)
+        resolved = resolve_device(device)
+        return cls(model.to(resolved), loaded.vocabulary, loaded.config, resolved, str(run_dir), loaded.metrics)
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.model.encoder.grid_size(self.config.encoder.image_size)
+
+    def default_settings(self, beam_size: int = 3) -> DecodeSettings:
+        return DecodeSettings(
+            beam_size=beam_size,
+            max_length=self.config.data.max_caption_words,
+            length_penalty=self.config.eval.length_penalty,
+            no_repeat_ngram_size=self.config.eval.no_repeat_ngram_size,
+        )
+
+    def caption(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        beam_size: int = 3,
+        max_length: int | None = None,
+        length_penalty: float | None = None,
+        no_repeat_ngram_size: int | None = None,
+        batch_size: int = 16,
+    ) -> list[CaptionResult]:
+        """Caption one picture or many; one result per input, in order."""
+        if isinstance(images, (str, Path, bytes, Image.Image)):
+            images = [images]
+        settings = self.default_settings(beam_size)
+        settings = DecodeSettings(
+            beam_size=beam_size,
+            max_length=max_length or settings.max_length,
+            length_penalty=settings.length_penalty if length_penalty is None else length_penalty,
+            no_repeat_ngram_size=settings.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size,
+        )
+        results: list[CaptionResult] = []
+        for start in range(0, len(images), batch_size):
+            results.extend(self._caption_batch(images[start : start + batch_size], start, settings))
+        return results
+
+    def _caption_batch(
+        self, images: Sequence[ImageInput], offset: int, settings: DecodeSettings
+    ) -> list[CaptionResult]:
+        results = []
+        pixels = []
+        for index, image in enumerate(images):
+            result = CaptionResult(source=_describe(image, offset + index))
+            try:
+                picture = _open(image, result.source)
+            except BadImageError as error:
+                result.error = str(error)
+            else:
+                result.image_size = picture.size
+                pixels.append(self.model.encoder.preprocess(picture))
+            results.append(result)
+        readable = [r for r in results if r.ok]
+        if not readable:
+            return results
+        grid_h, grid_w = self.grid_size
+        with torch.inference_mode():
+            regions = self.model.encode(torch.stack(pixels).to(self.device)).float()
+            decoded = decode(self.model.decoder, regions, self._tokens, settings)
+        for result, caption in zip(readable, decoded):
+            result.words = self.vocabulary.decode(caption.token_ids)
+            result.caption = " ".join(result.words)
+            result.score = caption.log_prob
+            result.attention = caption.alphas.numpy().reshape(len(result.words), grid_h, grid_w)
+        return results
+
+
+def _describe(image: ImageInput, index: int) -> str:
+    return str(image) if isinstance(image, (str, Path)) else f"<image {index}>"
+
+
+def _open(image: ImageInput, source: str) -> Image.Image:
+    if isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        return load_rgb_image_bytes(buffer.getvalue(), source)
+    if isinstance(image, bytes):
+        return load_rgb_image_bytes(image, source)
+    return load_rgb_image(image)
+
+
+__all__ = ["CaptionResult", "Captioner", "CheckpointError"]

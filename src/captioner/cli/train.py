@@ -1,0 +1,102 @@
+"""``captioner train``: fit a captioner; flags map onto the RunConfig's fields."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from captioner.cli._common import apply_overrides, print_json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a captioner on a dataset",
+        description="Train a Show, Attend and Tell captioner. Settings come from --config (a JSON "
+        "recipe, see configs/), then the flags, then --set overrides; the full config is saved as "
+        "RUN_DIR/config.json beside the weights.",
+    )
+    parser.add_argument("--config", help="JSON recipe (e.g. configs/flickr8k_lite0.json)")
+    parser.add_argument("--data", help="dataset directory or annotation file")
+    parser.add_argument("--out", required=True, help="run directory to write")
+    parser.add_argument("--encoder", help="encoder name: efficientnet_lite0, small_cnn, resnet50, ...")
+    parser.add_argument("--encoder-layer", help="which encoder stage gives the region grid")
+    parser.add_argument("--encoder-weights", help="state dict of a torchvision backbone's pretrained weights")
+    parser.add_argument("--fine-tune-encoder", type=int, metavar="BLOCKS", help="unfreeze the encoder's last BLOCKS blocks")
+    parser.add_argument("--feature-cache", help="cached features from `captioner features` (frozen encoder)")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float, help="learning rate of the decoder")
+    parser.add_argument("--beam-size", type=int, help="beam size used for validation")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--workers", type=int, help="DataLoader worker processes")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE",
+                        help="any other setting, e.g. --set optim.attention_regularization=0.5")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    parser.add_argument("--json", action="store_true", help="print the final result as JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+
+
+FLAG_FIELDS = {
+    "data": "data.path",
+    "encoder": "encoder.name",
+    "encoder_layer": "encoder.layer",
+    "encoder_weights": "encoder.weights_path",
+    "fine_tune_encoder": "encoder.fine_tune_blocks",
+    "feature_cache": "data.feature_cache",
+    "epochs": "optim.epochs",
+    "batch_size": "optim.batch_size",
+    "lr": "optim.learning_rate",
+    "beam_size": "eval.beam_size",
+    "seed": "seed",
+    "workers": "data.num_workers",
+    "device": "device",
+}
+
+
+def config_from_args(args: argparse.Namespace):
+    import json
+    from pathlib import Path
+
+    from captioner.errors import ConfigError
+    from captioner.training.config import RunConfig
+
+    if args.config:
+        values = RunConfig.load(args.config).to_dict()
+    elif args.resume and (Path(args.out) / "config.json").is_file():
+        values = json.loads((Path(args.out) / "config.json").read_text())
+    else:
+        values = RunConfig().to_dict()
+    assignments = [
+        f"{field}={json.dumps(getattr(args, flag))}"
+        for flag, field in FLAG_FIELDS.items()
+        if getattr(args, flag) is not None
+    ]
+    apply_overrides(values, assignments + args.set)
+    config = RunConfig.from_dict(values, source="command line")
+    if not config.data.path:
+        raise ConfigError("no dataset: pass --data PATH or a --config that sets data.path")
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from captioner.training.loop import train
+
+    config = config_from_args(args)
+    result = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    summary = {
+        "run_dir": str(result.run_dir),
+        "epochs": result.epochs_run,
+        "seconds": round(result.seconds, 1),
+        "best": result.best_metrics,
+    }
+    if args.json:
+        print_json(summary)
+    else:
+        best = result.best_metrics
+        scores = "  ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
+        print(f"trained {result.epochs_run} epochs in {result.seconds / 60:.1f} min -> {result.run_dir}")
+        print(f"best epoch {best.get('epoch')}: {scores}")
+    return 0

@@ -1,0 +1,204 @@
+"""Run directories: everything needed to caption, and to resume, as safetensors and JSON.
+
+A run directory holds::
+
+    model.safetensors   weights of the best model (encoder and decoder)
+    config.json         the RunConfig
+    vocab.json          the vocabulary
+    metrics.json        validation scores of those weights
+    last/               the latest epoch's weights, optimiser and trainer state, for --resume
+
+Nothing is pickled, so loading a checkpoint never runs code. Every file is written to a temporary
+name and renamed into place, so a crash mid-write leaves the previous file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from captioner.data.text import Vocabulary
+from captioner.errors import CheckpointError, CaptionerError
+from captioner.training.config import RunConfig
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.json"
+METRICS_FILE = "metrics.json"
+LAST_DIR = "last"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_replace(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    _atomic_replace(path, lambda tmp: save_file(contiguous, tmp, metadata=metadata))
+
+
+def _atomic_replace(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path: Path, values: Any) -> None:
+    atomic_write_text(path, json.dumps(values, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path} is missing: the run directory has no {what}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is not valid JSON ({error}); the {what} is damaged") from None
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing: not a run directory (train one with `captioner train --out DIR`)"
+        )
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+
+
+def save_run(
+    run_dir: Path,
+    config: RunConfig,
+    vocabulary: Vocabulary,
+    model: torch.nn.Module,
+    metrics: dict[str, Any] | None = None,
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write a self-contained run directory (``dtype`` e.g. fp16 to ship smaller weights)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = model.state_dict()
+    if dtype is not None:
+        state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+    atomic_save_tensors(run_dir / WEIGHTS_FILE, state, metadata={"format": "captioner-v1"})
+    write_json(run_dir / CONFIG_FILE, config.to_dict())
+    vocabulary.save(run_dir / VOCAB_FILE)
+    if metrics is not None:
+        write_json(run_dir / METRICS_FILE, metrics)
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    config: RunConfig
+    vocabulary: Vocabulary
+    weights: dict[str, torch.Tensor]
+    metrics: dict[str, Any]
+
+
+def load_run(run_dir: str | Path) -> LoadedRun:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(
+            f"{run_dir} is not a directory: pass a run directory written by `captioner train`"
+        )
+    config_values = read_json(run_dir / CONFIG_FILE, "config")
+    try:
+        config = RunConfig.from_dict(config_values, source=str(run_dir / CONFIG_FILE))
+    except CaptionerError as error:
+        raise CheckpointError(str(error)) from None
+    vocabulary = Vocabulary.load(run_dir / VOCAB_FILE)
+    weights = load_weights(run_dir / WEIGHTS_FILE)
+    metrics_path = run_dir / METRICS_FILE
+    metrics = read_json(metrics_path, "metrics") if metrics_path.exists() else {}
+    return LoadedRun(run_dir, config, vocabulary, weights, metrics)
+
+
+def load_state_strict(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:
+    """Load weights, naming the first tensor that is missing, unexpected or of another shape."""
+    expected = module.state_dict()
+    missing = [name for name in expected if name not in weights]
+    if missing:
+        raise CheckpointError(
+            f"{source}: tensor '{missing[0]}' is missing ({len(missing)} in all); "
+            "the weights do not belong to this config"
+        )
+    unexpected = [name for name in weights if name not in expected]
+    if unexpected:
+        raise CheckpointError(
+            f"{source}: unexpected tensor '{unexpected[0]}'; the weights do not belong to this config"
+        )
+    for name, tensor in expected.items():
+        if tuple(weights[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(
+                f"{source}: tensor '{name}' has shape {tuple(weights[name].shape)} but the config "
+                f"builds {tuple(tensor.shape)}; config.json or vocab.json does not match the weights"
+            )
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in weights.items()})
+
+
+# ----------------------------------------------------------------------------- resume state
+
+
+def save_training_state(
+    run_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict[str, Any],
+) -> None:
+    """The latest epoch, for ``--resume``: weights, optimiser moments, counters and RNG state."""
+    last = run_dir / LAST_DIR
+    atomic_save_tensors(last / WEIGHTS_FILE, model.state_dict())
+    tensors, groups = _flatten_optimizer(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    atomic_save_tensors(last / "optimizer.safetensors", tensors)
+    write_json(last / "trainer.json", {**trainer_state, "param_groups": groups})
+
+
+def load_training_state(
+    run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> dict[str, Any]:
+    last = run_dir / LAST_DIR
+    if not (last / "trainer.json").is_file():
+        raise CheckpointError(f"{last} has no saved training state: nothing to resume; drop --resume")
+    trainer_state = read_json(last / "trainer.json", "trainer state")
+    load_state_strict(model, load_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
+    tensors = load_weights(last / "optimizer.safetensors")
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    _restore_optimizer(optimizer, tensors, trainer_state.pop("param_groups"))
+    return trainer_state
+
+
+def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    state = optimizer.state_dict()
+    tensors = {}
+    for param_id, param_state in state["state"].items():
+        for key, value in param_state.items():
+            tensors[f"state.{param_id}.{key}"] = torch.as_tensor(value)
+    return tensors, state["param_groups"]
+
+
+def _restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]
+) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, param_id, key = name.split(".", 2)
+        state.setdefault(int(param_id), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": groups})

@@ -1,0 +1,162 @@
+"""The run's configuration: one typed dataclass, saved as ``config.json`` in every run directory.
+
+CLI flags map onto these fields; ``--config FILE`` loads a JSON recipe (``configs/``). Loading is
+strict: an unknown field or a value of the wrong type is an error that names the field, because a
+typo that silently falls back to a default wastes a training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from captioner.encoders.base import EncoderConfig
+from captioner.errors import ConfigError
+from captioner.models.decoder import DecoderConfig
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    path: str = ""
+    """A dataset directory or annotation file; any format ``captioner.data.readers`` knows."""
+    format: str = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    min_word_count: int = 5
+    max_caption_words: int = 20
+    """Longer training captions are cut; also the decoding limit."""
+    captions_per_image: int = 5
+    """How many of an image's captions are trained on per epoch (each a separate example)."""
+    num_workers: int = 0
+    feature_cache: str | None = None
+    """Directory of cached encoder features (``captioner features``); ``None`` runs the encoder."""
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 20
+    batch_size: int = 64
+    learning_rate: float = 4e-4
+    weight_decay: float = 0.0
+    lr_schedule: str = "cosine"
+    """"cosine" (to ``min_lr_ratio``), "step" (x0.8 every ``step_epochs``) or "constant"."""
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    step_epochs: int = 3
+    grad_clip: float = 5.0
+    attention_regularization: float = 1.0
+    """Lambda of the doubly stochastic attention penalty."""
+    label_smoothing: float = 0.0
+    early_stopping_patience: int = 5
+    """Stop after this many epochs without a better validation score (0 turns it off)."""
+
+
+@dataclass
+class EvalConfig:
+    beam_size: int = 3
+    length_penalty: float = 0.0
+    no_repeat_ngram_size: int = 0
+    metric: str = "CIDEr"
+    """Validation metric that picks the best checkpoint."""
+    max_images: int = 0
+    """Validate on the first N images of the split (0 = all)."""
+    batch_size: int = 100
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(name="efficientnet_lite0"))
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"
+    """"auto" uses CUDA when present, else CPU."""
+    mixed_precision: bool = True
+    """bf16/fp16 autocast on CUDA; ignored on CPU."""
+    threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> RunConfig:
+        return dataclass_from_dict(cls, values, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunConfig:
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path} is not valid JSON ({error}); fix or regenerate it") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path} must hold a JSON object of settings")
+        return cls.from_dict(values, source=str(path))
+
+
+def dataclass_from_dict(cls: type[T], values: dict[str, Any], source: str, prefix: str = "") -> T:
+    """Build ``cls`` from plain JSON values, checking every field name and type."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown setting '{prefix}{unknown[0]}' (known: {', '.join(sorted(known))})"
+        )
+    kwargs = {}
+    for name, value in values.items():
+        kwargs[name] = _convert(hints[name], value, source, f"{prefix}{name}")
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a required field is absent
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} is incomplete ({error})") from None
+
+
+def _convert(hint: Any, value: Any, source: str, name: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: setting '{name}' must be an object")
+        return dataclass_from_dict(hint, value, source, prefix=f"{name}.")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, source, name)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: setting '{name}' has the wrong type ({value!r})")
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
+            raise ConfigError(
+                f"{source}: setting '{name}' must be {hint.__name__}, got {value!r}"
+            )
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list):
+            raise ConfigError(f"{source}: setting '{name}' must be a list")
+        (item_hint, *_) = typing.get_args(hint) or (Any,)
+        items = [_convert(item_hint, v, source, name) for v in value]
+        return tuple(items) if origin is tuple else items
+    return value

@@ -1,0 +1,81 @@
+"""Caption a list of records and score the captions against their references.
+
+Used by the training loop (validation every epoch) and ``captioner evaluate``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from captioner.data.batches import ImageSet, collate_images
+from captioner.data.records import CaptionRecord, ImageId
+from captioner.data.text import Vocabulary
+from captioner.decoding import DecodedCaption, DecodeSettings, SearchTokens, decode
+from captioner.metrics.score import CaptionScores, score_captions
+from captioner.models.captioning import CaptioningModel
+from captioner.training.inputs import InputKind, regions_from_inputs
+
+
+def search_tokens(vocabulary: Vocabulary) -> SearchTokens:
+    """<pad>, <start> and <unk> are never written into a caption."""
+    return SearchTokens(
+        start_id=vocabulary.start_id,
+        end_id=vocabulary.end_id,
+        banned_ids=(vocabulary.pad_id, vocabulary.start_id, vocabulary.unk_id),
+    )
+
+
+@dataclass
+class Prediction:
+    record: CaptionRecord
+    caption: str
+    decoded: DecodedCaption
+
+
+@torch.inference_mode()
+def caption_records(
+    model: CaptioningModel,
+    records: Sequence[CaptionRecord],
+    load_input: Callable[[CaptionRecord, int], torch.Tensor],
+    input_kind: InputKind,
+    vocabulary: Vocabulary,
+    settings: DecodeSettings,
+    device: torch.device,
+    batch_size: int = 100,
+    num_workers: int = 0,
+    progress: bool = True,
+) -> list[Prediction]:
+    was_training = model.training
+    model.eval()
+    loader = torch.utils.data.DataLoader(
+        ImageSet(list(records), load_input),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_images,
+    )
+    tokens = search_tokens(vocabulary)
+    predictions = []
+    for batch in tqdm(loader, desc="captioning", unit="batch", leave=False, disable=not progress):
+        inputs = batch.inputs.to(device, non_blocking=True)
+        regions = regions_from_inputs(model, inputs, input_kind).float()
+        for index, decoded in zip(batch.record_indices.tolist(), decode(model.decoder, regions, tokens, settings)):
+            caption = " ".join(vocabulary.decode(decoded.token_ids))
+            predictions.append(Prediction(records[index], caption, decoded))
+    model.train(was_training)
+    return predictions
+
+
+def score_predictions(predictions: Sequence[Prediction], meteor: str = "auto") -> CaptionScores:
+    references: dict[ImageId, list[str]] = {p.record.image_id: list(p.record.captions) for p in predictions}
+    candidates: dict[ImageId, str] = {p.record.image_id: p.caption for p in predictions}
+    return score_captions(references, candidates, meteor=meteor)
+
+
+def results_json(predictions: Sequence[Prediction]) -> list[dict]:
+    """COCO results format: ``[{"image_id", "caption"}]``."""
+    return [{"image_id": p.record.image_id, "caption": p.caption} for p in predictions]

@@ -1,0 +1,66 @@
+"""How a record becomes the model's input: preprocessed pixels, or a cached feature grid.
+
+The data layer's datasets take any ``load_input(record, index) -> Tensor``; these are the two
+the training loop and evaluation use. They are small classes (not lambdas) so DataLoader
+workers can receive them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import Enum
+
+import torch
+
+from captioner.data.images import load_rgb_image
+from captioner.data.records import CaptionRecord
+from captioner.encoders.cache import FeatureCache
+from captioner.models.captioning import CaptioningModel
+
+
+class InputKind(str, Enum):
+    PIXELS = "pixels"
+    """Preprocessed images: the encoder runs in the loop."""
+    REGIONS = "regions"
+    """Cached final region grids: the encoder never runs."""
+    TRUNK = "trunk"
+    """Cached activations of the frozen trunk: only the fine-tuned head runs."""
+
+
+class PixelInput:
+    def __init__(self, preprocess: Callable) -> None:
+        self.preprocess = preprocess
+
+    def __call__(self, record: CaptionRecord, index: int) -> torch.Tensor:
+        return self.preprocess(load_rgb_image(record.image_path))
+
+
+class CachedInput:
+    def __init__(self, cache: FeatureCache) -> None:
+        self.cache = cache
+
+    def __call__(self, record: CaptionRecord, index: int) -> torch.Tensor:
+        return self.cache[self.cache.row_of(record)]
+
+
+def regions_from_inputs(
+    model: CaptioningModel, inputs: torch.Tensor, kind: InputKind
+) -> torch.Tensor:
+    """Bring any input kind to (B, R, D) region features."""
+    if kind is InputKind.PIXELS:
+        return model.encode(inputs)
+    if kind is InputKind.TRUNK:
+        return model.encoder.forward_head(inputs)
+    return inputs
+
+
+def records_in_cache(records: Sequence[CaptionRecord], cache: FeatureCache) -> list[CaptionRecord]:
+    """Records whose image was cached (the cache skipped and reported unreadable images)."""
+    kept = []
+    for record in records:
+        try:
+            cache.row_of(record)
+        except KeyError:
+            continue
+        kept.append(record)
+    return kept

@@ -1,0 +1,351 @@
+"""The training loop: teacher forcing with masked cross-entropy, validated by CIDEr-D.
+
+Read it top to bottom: build the data, the model and the optimiser; then for every epoch run
+the batches (loss = cross-entropy of the next word + the doubly stochastic attention penalty),
+caption the validation split, keep the best weights, stop early when validation stops improving.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from captioner.data.batches import CaptionTrainingSet, collate_captions, make_loader
+from captioner.data.readers import load_records
+from captioner.data.records import CaptionRecord
+from captioner.data.text import Vocabulary, tokenize_caption
+from captioner.decoding import DecodeSettings
+from captioner.encoders.base import Encoder
+from captioner.encoders.cache import FeatureCache
+from captioner.encoders.registry import build_encoder
+from captioner.errors import CheckpointError, ConfigError
+from captioner.models.attention import doubly_stochastic_penalty
+from captioner.models.captioning import CaptioningModel
+from captioner.models.decoder import ShowAttendTellDecoder
+from captioner.training import checkpoint
+from captioner.training.config import RunConfig
+from captioner.training.evaluation import caption_records, score_predictions
+from captioner.training.inputs import (
+    CachedInput,
+    InputKind,
+    PixelInput,
+    records_in_cache,
+    regions_from_inputs,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def learning_rate_at(step: int, total_steps: int, steps_per_epoch: int, config: RunConfig) -> float:
+    """Linear warm-up, then the configured decay; returns the multiplier of the base rate."""
+    optim = config.optim
+    if step < optim.warmup_steps:
+        return (step + 1) / optim.warmup_steps
+    if optim.lr_schedule == "constant":
+        return 1.0
+    if optim.lr_schedule == "step":
+        return 0.8 ** (step // (optim.step_epochs * steps_per_epoch))
+    if optim.lr_schedule == "cosine":
+        progress = min(1.0, (step - optim.warmup_steps) / max(1, total_steps - optim.warmup_steps))
+        floor = optim.min_lr_ratio
+        return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ConfigError(f"optim.lr_schedule must be cosine, step or constant, not {optim.lr_schedule!r}")
+
+
+def build_model(
+    config: RunConfig, vocabulary: Vocabulary, pretrained_encoder: bool = True, encoder: Encoder | None = None
+) -> CaptioningModel:
+    """The model a config describes. ``pretrained_encoder=False`` skips loading encoder weights
+    because a checkpoint's weights will overwrite them."""
+    if encoder is None:
+        encoder_config = config.encoder
+        if not pretrained_encoder:
+            encoder_config = dataclasses.replace(encoder_config, pretrained=False)
+        encoder = build_encoder(encoder_config)
+    decoder = ShowAttendTellDecoder(config.decoder, len(vocabulary), encoder.feature_dim)
+    return CaptioningModel(encoder, decoder)
+
+
+@dataclass
+class TrainingData:
+    train_records: list[CaptionRecord]
+    val_records: list[CaptionRecord]
+    vocabulary: Vocabulary
+    train_input: PixelInput | CachedInput
+    val_input: PixelInput | CachedInput
+    input_kind: InputKind
+
+
+def prepare_data(config: RunConfig, model_preprocess, vocabulary: Vocabulary | None) -> TrainingData:
+    data = config.data
+    train_records = load_records(data.path, split=data.train_split, fmt=data.format)
+    val_records = load_records(data.path, split=data.val_split, fmt=data.format)
+    if config.eval.max_images:
+        val_records = val_records[: config.eval.max_images]
+    if vocabulary is None:
+        vocabulary = Vocabulary.build(
+            (tokenize_caption(c) for r in train_records for c in r.captions), min_count=data.min_word_count
+        )
+    if data.feature_cache:
+        cache = FeatureCache.open(data.feature_cache)
+        check_cache_matches(cache, config)
+        kind = InputKind.TRUNK if cache.trunk_only else InputKind.REGIONS
+        train_input = val_input = CachedInput(cache)
+        missing = len(train_records) + len(val_records)
+        train_records = records_in_cache(train_records, cache)
+        val_records = records_in_cache(val_records, cache)
+        missing -= len(train_records) + len(val_records)
+        if missing:
+            log.warning("%d images are not in the feature cache %s (unreadable); training without them", missing, data.feature_cache)
+    else:
+        kind = InputKind.PIXELS
+        train_input = val_input = PixelInput(model_preprocess)
+    if not train_records:
+        raise ConfigError(f"no training images in {data.path} (split {data.train_split!r})")
+    return TrainingData(train_records, val_records, vocabulary, train_input, val_input, kind)
+
+
+def check_cache_matches(cache: FeatureCache, config: RunConfig) -> None:
+    cached, wanted = cache.encoder_config, config.encoder
+    for name in ("name", "layer", "image_size"):
+        if getattr(cached, name) != getattr(wanted, name):
+            raise ConfigError(
+                f"feature cache {config.data.feature_cache} was made with encoder {name}="
+                f"{getattr(cached, name)!r} but the run asks for {getattr(wanted, name)!r}; "
+                "rebuild it with `captioner features` or change the encoder settings"
+            )
+    if cache.trunk_only and config.encoder.fine_tune_blocks != cache.encoder_config.fine_tune_blocks:
+        raise ConfigError(
+            f"feature cache {config.data.feature_cache} holds trunk activations for "
+            f"fine_tune_blocks={cache.encoder_config.fine_tune_blocks}, the run asks for "
+            f"{config.encoder.fine_tune_blocks}"
+        )
+
+
+def make_optimizer(model: CaptioningModel, config: RunConfig) -> torch.optim.Optimizer:
+    groups = [{"params": list(model.decoder.parameters()), "lr": config.optim.learning_rate}]
+    encoder_params = [p for p in model.encoder.parameters() if p.requires_grad]
+    if encoder_params:
+        fine_tuning = config.encoder.fine_tune_blocks > 0 and config.encoder.pretrained
+        lr = config.encoder.fine_tune_lr if fine_tuning else config.optim.learning_rate
+        groups.append({"params": encoder_params, "lr": lr})
+    for group in groups:
+        group["initial_lr"] = group["lr"]
+    return torch.optim.Adam(groups, weight_decay=config.optim.weight_decay)
+
+
+def caption_loss(
+    model: CaptioningModel,
+    regions: torch.Tensor,
+    captions: torch.Tensor,
+    pad_id: int,
+    config: RunConfig,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Masked next-word cross-entropy plus the attention penalty; returns (total, cross-entropy)."""
+    out = model.decoder(regions, captions)
+    targets = captions[:, 1:]
+    mask = targets != pad_id
+    cross_entropy = F.cross_entropy(
+        out.logits[mask].float(), targets[mask], label_smoothing=config.optim.label_smoothing
+    )
+    penalty = doubly_stochastic_penalty(out.alphas.float(), mask.float())
+    return cross_entropy + config.optim.attention_regularization * penalty, cross_entropy
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_metrics: dict
+    epochs_run: int
+    seconds: float
+
+
+def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    run_dir = Path(run_dir)
+    started = time.time()
+    seed_everything(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    device = resolve_device(config.device)
+
+    vocabulary = Vocabulary.load(run_dir / checkpoint.VOCAB_FILE) if resume else None
+    if resume:
+        saved = checkpoint.read_json(run_dir / checkpoint.CONFIG_FILE, "config")
+        if saved != config.to_dict():
+            raise CheckpointError(
+                f"{run_dir / checkpoint.CONFIG_FILE} differs from this run's settings; "
+                "resume with the same settings (or `--config` that file)"
+            )
+    # The encoder's preprocessing is needed to read the data, and the data's vocabulary to
+    # size the decoder: encoder first, then data, then the decoder from a fixed seed.
+    encoder = build_encoder(config.encoder)
+    data = prepare_data(config, encoder.preprocess, vocabulary)
+    vocabulary = data.vocabulary
+    torch.manual_seed(config.seed)
+    model = build_model(config, vocabulary, encoder=encoder).to(device)
+    if data.input_kind is not InputKind.PIXELS:
+        # Regions come from the cache: an encoder on the GPU would be dead weight in memory.
+        model.encoder.requires_grad_(data.input_kind is InputKind.TRUNK and config.encoder.fine_tune_blocks > 0)
+
+    dataset = CaptionTrainingSet(
+        data.train_records,
+        vocabulary,
+        data.train_input,
+        captions_per_image=config.data.captions_per_image,
+        max_length=config.data.max_caption_words,
+        seed=config.seed,
+    )
+    optimizer = make_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(dataset) / config.optim.batch_size)
+    total_steps = steps_per_epoch * config.optim.epochs
+    autocast_dtype = None
+    scaler = None
+    if device.type == "cuda" and config.mixed_precision:
+        autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if autocast_dtype == torch.float16:
+            scaler = torch.amp.GradScaler("cuda")
+
+    state = {"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": 0, "epochs_without_gain": 0}
+    if resume:
+        state = checkpoint.load_training_state(run_dir, model, optimizer)
+        log.info("resuming after epoch %d (best %s %.4f)", state["epoch"], config.eval.metric, state["best_score"])
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config.save(run_dir / checkpoint.CONFIG_FILE)
+        vocabulary.save(run_dir / checkpoint.VOCAB_FILE)
+    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    history_path = run_dir / "history.jsonl"
+    settings = DecodeSettings(
+        beam_size=config.eval.beam_size,
+        max_length=config.data.max_caption_words,
+        length_penalty=config.eval.length_penalty,
+        no_repeat_ngram_size=config.eval.no_repeat_ngram_size,
+    )
+    log.info(
+        "training on %d images (%d examples/epoch, %d steps/epoch), validating on %d, vocabulary %d words, device %s",
+        len(data.train_records), len(dataset), steps_per_epoch, len(data.val_records), len(vocabulary), device,
+    )
+
+    best_metrics: dict = checkpoint.read_json(run_dir / checkpoint.METRICS_FILE, "metrics") if resume and (run_dir / checkpoint.METRICS_FILE).exists() else {}
+    for epoch in range(state["epoch"] + 1, config.optim.epochs + 1):
+        dataset.set_epoch(epoch)
+        loader = make_loader(
+            dataset,
+            batch_size=config.optim.batch_size,
+            shuffle=True,
+            seed=config.seed,
+            num_workers=config.data.num_workers,
+            epoch=epoch,
+            collate_fn=collate_captions,
+        )
+        model.train()
+        epoch_started = time.time()
+        running_loss, running_count = 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", disable=not progress)
+        for batch in bar:
+            multiplier = learning_rate_at(state["step"], total_steps, steps_per_epoch, config)
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * multiplier
+            batch = batch.to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                regions = regions_from_inputs(model, batch.inputs, data.input_kind)
+                loss, cross_entropy = caption_loss(model, regions, batch.captions, vocabulary.pad_id, config)
+            if not torch.isfinite(loss):
+                log.warning("non-finite loss at step %d: batch skipped", state["step"])
+                optimizer.zero_grad(set_to_none=True)
+                state["step"] += 1
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(
+                [p for g in optimizer.param_groups for p in g["params"]], config.optim.grad_clip
+            )
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            state["step"] += 1
+            running_loss += float(cross_entropy) * batch.captions.size(0)
+            running_count += batch.captions.size(0)
+            bar.set_postfix(loss=f"{running_loss / running_count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+            writer.add_scalar("train/cross_entropy", float(cross_entropy), state["step"])
+            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state["step"])
+        train_seconds = time.time() - epoch_started
+
+        predictions = caption_records(
+            model, data.val_records, data.val_input, data.input_kind, vocabulary, settings, device,
+            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, progress=progress,
+        )
+        scores = score_predictions(predictions, meteor="off")
+        metrics = {k: v for k, v in scores.corpus.items() if v is not None}
+        score = metrics[config.eval.metric]
+        entry = {
+            "epoch": epoch,
+            "step": state["step"],
+            "train_loss": running_loss / max(1, running_count),
+            "train_seconds": round(train_seconds, 2),
+            "val": metrics,
+            "val_examples": [p.caption for p in predictions[:3]],
+        }
+        with history_path.open("a", encoding="utf-8") as history:
+            history.write(json.dumps(entry) + "\n")
+        for name, value in metrics.items():
+            writer.add_scalar(f"val/{name}", value, epoch)
+        writer.add_scalar("train/epoch_loss", entry["train_loss"], epoch)
+        log.info(
+            "epoch %d: loss %.3f, val %s %.4f, BLEU-4 %.4f (%.0fs) e.g. %r",
+            epoch, entry["train_loss"], config.eval.metric, score, metrics.get("BLEU-4", float("nan")),
+            train_seconds, entry["val_examples"][0] if predictions else "",
+        )
+
+        if score > state["best_score"]:
+            state.update(best_score=score, best_epoch=epoch, epochs_without_gain=0)
+            best_metrics = {
+                "split": config.data.val_split,
+                "epoch": epoch,
+                "images": len(predictions),
+                "decoding": settings.__dict__,
+                **metrics,
+            }
+            checkpoint.save_run(run_dir, config, vocabulary, model, best_metrics)
+        else:
+            state["epochs_without_gain"] += 1
+        state["epoch"] = epoch
+        checkpoint.save_training_state(run_dir, model, optimizer, state)
+        patience = config.optim.early_stopping_patience
+        if patience and state["epochs_without_gain"] >= patience:
+            log.info("no gain in %s for %d epochs: stopping early", config.eval.metric, patience)
+            break
+    writer.close()
+    return TrainResult(run_dir, best_metrics, state["epoch"], time.time() - started)

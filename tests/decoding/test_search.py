@@ -1,0 +1,125 @@
+"""Search strategies against a toy decoder whose word probabilities are written down."""
+
+import math
+
+import torch
+
+from captioner.decoding import DecodeSettings, SearchTokens, beam_search, decode, greedy_decode
+from captioner.decoding.beam import repeated_ngram_mask
+from captioner.models.decoder import DecoderConfig, ShowAttendTellDecoder
+from captioner.models.decoder import StepOutput
+
+PAD, START, END, UNK, A, B, C = range(7)
+TOKENS = SearchTokens(start_id=START, end_id=END, banned_ids=(PAD, START, UNK))
+
+
+class TableDecoder:
+    """Next-word probabilities depend only on the previous word (a bigram table)."""
+
+    vocab_size = 7
+
+    def __init__(self, table: dict[int, dict[int, float]]) -> None:
+        self.log_probs = torch.full((7, 7), -30.0)
+        for previous, nexts in table.items():
+            for word, p in nexts.items():
+                self.log_probs[previous, word] = math.log(p)
+
+    def project_regions(self, regions):
+        return regions
+
+    def init_state(self, regions):
+        n = regions.size(0)
+        return torch.zeros(n, 1), torch.zeros(n, 1)
+
+    def step(self, previous, state, regions, projected):
+        alpha = torch.full((previous.size(0), regions.size(1)), 1.0 / regions.size(1))
+        return StepOutput(self.log_probs[previous], state, alpha)
+
+
+# Greedy takes "a" (0.55) then "c" (0.35) then <end>: p = 0.1925.
+# The better caption is "b <end>": 0.45 * 0.9 = 0.405, which a beam of 2 finds.
+GARDEN_PATH = {
+    START: {A: 0.55, B: 0.45},
+    A: {C: 0.35, B: 0.33, END: 0.32},
+    B: {END: 0.9, C: 0.1},
+    C: {END: 1.0},
+}
+
+
+def test_greedy_follows_the_locally_best_word():
+    (caption,) = greedy_decode(TableDecoder(GARDEN_PATH), torch.zeros(1, 4, 2), TOKENS)
+    assert caption.token_ids == [A, C]
+    assert math.isclose(caption.log_prob, math.log(0.55 * 0.35 * 1.0), rel_tol=1e-5)
+    assert caption.finished
+
+
+def test_beam_finds_the_globally_better_caption():
+    (caption,) = beam_search(TableDecoder(GARDEN_PATH), torch.zeros(1, 4, 2), TOKENS, beam_size=2)
+    assert caption.token_ids == [B]
+    assert math.isclose(caption.log_prob, math.log(0.405), rel_tol=1e-5)
+    assert caption.alphas.shape == (1, 4)
+
+
+def test_banned_words_are_never_emitted_even_when_most_likely():
+    table = {START: {UNK: 0.9, A: 0.1}, A: {UNK: 0.8, PAD: 0.1, END: 0.1}}
+    for search in (greedy_decode, beam_search):
+        (caption,) = search(TableDecoder(table), torch.zeros(1, 4, 2), TOKENS)
+        assert caption.token_ids == [A]
+
+
+def test_caption_that_never_ends_returns_its_best_partial_caption():
+    table = {START: {A: 1.0}, A: {A: 0.6, B: 0.4}, B: {A: 0.6, B: 0.4}}
+    for beam_size in (1, 3):
+        (caption,) = beam_search(TableDecoder(table), torch.zeros(1, 4, 2), TOKENS, beam_size=beam_size, max_length=5)
+        assert caption.token_ids == [A, A, A, A, A]
+        assert not caption.finished
+        assert caption.alphas.shape == (5, 4)
+
+
+def test_no_repeat_ngram_blocks_repeats():
+    table = {START: {A: 1.0}, A: {A: 0.6, B: 0.3, END: 0.1}, B: {A: 0.6, B: 0.3, END: 0.1}}
+    (caption,) = beam_search(TableDecoder(table), torch.zeros(1, 4, 2), TOKENS, beam_size=2, max_length=6, no_repeat_ngram_size=2)
+    words = caption.token_ids
+    bigrams = list(zip(words, words[1:]))
+    assert len(bigrams) == len(set(bigrams))
+
+
+def test_repeated_ngram_mask_known_case():
+    sequences = torch.tensor([[4, 5, 4], [4, 5, 6]])
+    mask = repeated_ngram_mask(sequences, ngram_size=2, vocab_size=8)
+    # Row 0 ends with 4, and "4 5" occurred: 5 is banned. Row 1 ends with 6: nothing banned.
+    assert torch.isinf(mask[0, 5]) and torch.isfinite(mask[0]).sum() == 7
+    assert torch.isfinite(mask[1]).all()
+
+
+def real_decoder() -> ShowAttendTellDecoder:
+    torch.manual_seed(0)
+    config = DecoderConfig(embed_dim=16, hidden_dim=32, attention_dim=16, dropout=0.0)
+    return ShowAttendTellDecoder(config, vocab_size=30, feature_dim=8).eval()
+
+
+def test_beam_of_one_is_greedy_and_batched_beam_equals_one_image_at_a_time():
+    decoder = real_decoder()
+    regions = torch.randn(6, 5, 8)
+    greedy = greedy_decode(decoder, regions, TOKENS, max_length=10)
+    beam_one = beam_search(decoder, regions, TOKENS, beam_size=1, max_length=10)
+    assert [c.token_ids for c in greedy] == [c.token_ids for c in beam_one]
+    batched = beam_search(decoder, regions, TOKENS, beam_size=3, max_length=10)
+    single = [beam_search(decoder, regions[i : i + 1], TOKENS, beam_size=3, max_length=10)[0] for i in range(6)]
+    assert [c.token_ids for c in batched] == [c.token_ids for c in single]
+    for a, b in zip(batched, single):
+        assert math.isclose(a.log_prob, b.log_prob, rel_tol=1e-5)
+        torch.testing.assert_close(a.alphas, b.alphas)
+
+
+def test_beam_search_is_deterministic_and_no_worse_than_greedy():
+    decoder = real_decoder()
+    regions = torch.randn(4, 5, 8)
+    settings = DecodeSettings(beam_size=4, max_length=8)
+    first = decode(decoder, regions, TOKENS, settings)
+    second = decode(decoder, regions, TOKENS, settings)
+    assert [c.token_ids for c in first] == [c.token_ids for c in second]
+    greedy = decode(decoder, regions, TOKENS, DecodeSettings(beam_size=1, max_length=8))
+    for beam, plain in zip(first, greedy):
+        if beam.finished and plain.finished:
+            assert beam.log_prob >= plain.log_prob - 1e-5
