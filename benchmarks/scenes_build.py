@@ -1,0 +1,65 @@
+"""Time building the full scenes dataset (23,000 images) and record it in results/scenes.md.
+
+Usage: .venv/bin/python benchmarks/scenes_build.py [--workers 2] [--out DIR] [--keep]
+
+Builds into a temporary folder (removed afterwards unless --keep or --out), measures wall time,
+checks the result reads back with the COCO reader, and writes benchmarks/results/scenes.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from captioner.data.readers import load_records
+from captioner.data.scenes import DEFAULT_SIZES, build_scenes
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scenes.md"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="build here and keep it")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary build")
+    args = parser.parse_args()
+
+    out = args.out or Path(tempfile.mkdtemp(prefix="scenes_bench_")) / "scenes"
+    started = time.perf_counter()
+    build_scenes(out, seed=args.seed, sizes=DEFAULT_SIZES, workers=args.workers)
+    seconds = time.perf_counter() - started
+    records = load_records(out)
+    images = sum(DEFAULT_SIZES.values())
+    assert len(records) == images, (len(records), images)
+    size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
+
+    command = f".venv/bin/python benchmarks/scenes_build.py --workers {args.workers}"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        "# Building the scenes dataset\n\n"
+        f"Command: `{command}`\n\n"
+        f"| images | workers | wall time | images/s | size on disk |\n"
+        f"|---|---|---|---|---|\n"
+        f"| {images} | {args.workers} | {seconds:.1f} s | {images / seconds:.0f} | {size_mb:.1f} MB |\n\n"
+        f"Machine: {os.cpu_count()} CPU cores visible ({platform.processor() or platform.machine()}), "
+        f"Python {platform.python_version()}, {platform.system()}. Other jobs may have shared the "
+        "cores during the run.\n",
+        encoding="utf-8",
+    )
+    print(f"built {images} images in {seconds:.1f} s ({size_mb:.1f} MB) -> {RESULTS}")
+    if args.out is None and not args.keep:
+        shutil.rmtree(out.parent)
+    else:
+        print(f"kept {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
