@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import pytest
+
+from captioner.encoders import EncoderConfig, available_encoders, build_encoder
+from captioner.errors import ConfigError
+
+
+def test_available_encoders_lists_own_and_torchvision_names():
+    names = available_encoders()
+    assert names[:2] == ["efficientnet_lite0", "small_cnn"]
+    assert {"resnet50", "resnet101", "resnet152", "mobilenet_v3_large"} <= set(names)
+
+
+def test_unknown_name_lists_the_choices():
+    with pytest.raises(ConfigError) as caught:
+        build_encoder(EncoderConfig("inception_v9"))
+    message = str(caught.value)
+    assert "inception_v9" in message and "efficientnet_lite0" in message and "resnet50" in message
+    assert "\n" not in message
