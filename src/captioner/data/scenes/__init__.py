@@ -7,7 +7,7 @@ builder of the COCO-format folder (``generator``) and the grounded-precision che
 
 from captioner.data.scenes.checker import GroundingResult, corpus_grounded_precision, grounded_precision
 from captioner.data.scenes.generator import DEFAULT_SIZES, SPLITS, build_scenes, held_out_pairs
-from captioner.data.scenes.truth import SceneObject, SceneTruth, load_scene_truths
+from captioner.data.scenes.truth import SceneObject, SceneTruth, find_scene_truths, load_scene_truths
 
 __all__ = [
     "DEFAULT_SIZES",
@@ -17,6 +17,7 @@ __all__ = [
     "SceneTruth",
     "build_scenes",
     "corpus_grounded_precision",
+    "find_scene_truths",
     "grounded_precision",
     "held_out_pairs",
     "load_scene_truths",

@@ -23,9 +23,20 @@ from captioner.data.scenes.truth import (
     POSITION_WORDS,
     SceneObject,
     SceneTruth,
+    find_scene_truths,
+    load_scene_truths,
     position_holds,
     relation_holds,
 )
+
+__all__ = [
+    "GroundingResult",
+    "corpus_grounded_precision",
+    "find_scene_truths",
+    "grounded_precision",
+    "load_scene_truths",
+    "parse_caption",
+]
 
 _EXISTENTIAL = ("a", "an", "the", "some")
 _NUMBERS = {"one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,

@@ -43,7 +43,7 @@ HELD_OUT_PAIRS = 5  # of the 48 colour+shape pairs, about 10%
 SUPERSAMPLE = 4  # draw 4x larger and box-downsample: anti-aliased edges, deterministic
 MIN_IMAGE_SIZE = 24
 _REPEAT_PROBABILITY = 0.3  # chance that a further object copies an earlier colour+shape (counting)
-_LARGE_RADIUS, _SMALL_RADIUS = 0.40, 0.24  # of a grid cell
+_LARGE_RADIUS, _SMALL_RADIUS = 0.38, 0.24  # of a grid cell
 _JITTER = 0.08  # of a grid cell, so that a large object never leaves its cell
 
 Pair = tuple[str, str]  # (colour, shape)

@@ -158,6 +158,24 @@ def scenes_file(dataset_dir: str | Path, split: str) -> Path:
     return Path(dataset_dir) / "annotations" / f"scenes_{split}.json"
 
 
+def find_scene_truths(data: str | Path, split: str) -> dict[int, SceneTruth] | None:
+    """The ground truth of ``split`` if ``data`` (a scenes folder or one of its captions files)
+    is a scenes dataset; ``None`` for any other dataset, which has nothing to check against."""
+    from captioner.data.readers._common import normalize_split
+
+    path = Path(data)
+    if path.is_file():
+        folder = path.parent
+        root = folder.parent if folder.name == "annotations" else folder
+    else:
+        root = path
+    for name in dict.fromkeys([normalize_split(split), split]):
+        candidate = scenes_file(root, name)
+        if candidate.is_file():
+            return load_scene_truths(candidate)
+    return None
+
+
 def load_scene_truths(path: str | Path, split: str | None = None) -> dict[int, SceneTruth]:
     """Ground truth by image id, from ``scenes_<split>.json`` or a scenes folder plus ``split``."""
     path = Path(path)
