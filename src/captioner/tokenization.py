@@ -49,10 +49,27 @@ PTB_PUNCTUATION: frozenset[str] = frozenset(
 _SPACE = "[ \t\u00a0\u2000-\u200a\u3000]"
 _NEWLINE = "(?:\r\n|[\r\n\u2028\u2029\x0b\x0c\x85])"
 _SPACENL = f"(?:{_SPACE}|{_NEWLINE})"
-_SGML = r"<[/]?[A-Za-z!?][^>\r\n]*>"
+_SGML_NAME = r"[A-Za-z][A-Za-z0-9_:.-]*"
+_SGML = (rf"<(?:[!?][A-Za-z-][^>\r\n]*|{_SGML_NAME}(?:[ ]+(?:{_SGML_NAME}[ ]*=[ ]*"
+         rf"(?:'[^'\r\n]*'|\"[^\"\r\n]*\")|{_SGML_NAME}))*[ ]*/?|/{_SGML_NAME})[ ]*>")
 _SENTEND = f"{_SPACENL}(?:{_SPACENL}|[A-Z]|{_SGML})"
-_LETTER = r"[^\W\d_]"
-_LETTER_OR_DIGIT = r"[^\W_]"
+# Java's Character.isLetter / isDigit: Python's \w also accepts numeric characters such as "½" or
+# "²" (str.isnumeric), which Java classes as neither, so those are excluded explicitly.
+# (Generated from unicodedata: characters with str.isnumeric() and not str.isdecimal().)
+_NUMERIC_NOT_DIGIT = (
+    "\u00b2-\u00b3\u00b9\u00bc-\u00be\u09f4-\u09f9\u0b72-\u0b77\u0bf0-\u0bf2\u0c78-\u0c7e"
+    "\u0d58-\u0d5e\u0d70-\u0d78\u0f2a-\u0f33\u1369-\u137c\u16ee-\u16f0\u17f0-\u17f9\u19da"
+    "\u2070\u2074-\u2079\u2080-\u2089\u2150-\u2182\u2185-\u2189\u2460-\u249b\u24ea-\u24ff"
+    "\u2776-\u2793\u2cfd\u3007\u3021-\u3029\u3038-\u303a\u3192-\u3195\u3220-\u3229"
+    "\u3248-\u324f\u3251-\u325f\u3280-\u3289\u32b1-\u32bf\u3405\u3483\u382a\u3b4d\u4e00\u4e03"
+    "\u4e07\u4e09\u4e5d\u4e8c\u4e94\u4e96\u4ebf-\u4ec0\u4edf\u4ee8\u4f0d\u4f70\u5104\u5146"
+    "\u5169\u516b\u516d\u5341\u5343-\u5345\u534c\u53c1-\u53c4\u56db\u58f1\u58f9\u5e7a"
+    "\u5efe-\u5eff\u5f0c-\u5f0e\u5f10\u62fe\u634c\u67d2\u6f06\u7396\u767e\u8086\u842c\u8cae"
+    "\u8cb3\u8d30\u9621\u9646\u964c\u9678\u96f6\ua6e6-\ua6ef\ua830-\ua835\uf96b\uf973\uf978"
+    "\uf9b2\uf9d1\uf9d3\uf9fd"
+)
+_LETTER = rf"[^\W\d_{_NUMERIC_NOT_DIGIT}]"
+_LETTER_OR_DIGIT = rf"[^\W_{_NUMERIC_NOT_DIGIT}]"
 _DIGIT = r"\d"
 _APOS = "(?:['\u0092\u2019]|&apos;)"
 _APOSETC = f"(?:{_APOS}|[\u0091\u2018\u201b])"
@@ -67,8 +84,8 @@ _THING_PART = rf"(?:[dDoOlL]{_APOSETC}{_LETTER_OR_DIGIT})?{_LETTER_OR_DIGIT}+"
 _THING = rf"{_THING_PART}(?:{_HYPHEN}{_THING_PART})*"
 _THINGA = r"[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+"
 _THING3 = r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}"
-_ACRO = (r"[A-Za-z](?:\.[A-Za-z])+|(?i:canada|sino|korean|eu|japan|non)-(?i:u)\.(?i:s)"
-         r"|(?i:u)\.(?i:s)\.-(?:(?i:u)\.(?i:k)|(?i:u)\.(?i:s)\.(?i:s)\.(?i:r))")
+_ACRO = (r"(?i:u)\.(?i:s)\.-(?:(?i:u)\.(?i:s)\.(?i:s)\.(?i:r)|(?i:u)\.(?i:k))"
+         r"|(?i:canada|sino|korean|eu|japan|non)-(?i:u)\.(?i:s)|[A-Za-z](?:\.[A-Za-z])+")
 _HTHING = rf"[A-Za-z0-9][A-Za-z0-9.,\u00ad]*(?:-(?:(?:{_ACRO})\.|[A-Za-z0-9\u00ad]+))+"
 _REDAUX = rf"{_APOS}(?:(?i:re|ve|ll)|[msdMSD])"
 _SWORD = r"[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*"
@@ -80,15 +97,17 @@ _ABSTATE_CASELESS = ("ala|ariz|calif|colo|conn|dak|del|fla|ga|ind|kans|kan|ky|la
                      "|mo|mont|neb|nev|okla|pa|penn|tenn|tex|va|vt|wisc|wis|wyo")
 # Ark, Ill, Mass, Miss, Ore, Wash: first letter is a character class, so it must be upper-case.
 _ABSTATE = f"(?i:{_ABSTATE_CASELESS})|A(?i:rk)|I(?i:ll)|M(?i:ass)|M(?i:iss)|O(?i:re)|W(?i:ash)"
-_ABCOMP = "inc|cos|co|corp|pptys|ppty|ptys|pty|ltd|plc|bancorp|dept|bhd|assn|univ|intl|sys"
-_ABNUM = "nos|no|prop|ph|tel|est|ext|sq|ft"
+_ABCOMP = "inc|cos|co|corp|pptys|ppty|ptys|pty|ltd|plc|bancorp|bhd|assn|univ|intl|sys"
+_ABNUM = "ph|tel|est|ext|sq|ft"
+# Abbreviations recognised only before a number ("No. 5", "fig. 3").
+_ABBREV3 = r"(?i:figs|fig|ca|prop|nos|no|art|bldg|pp|op)\."
 _ABPTIT = r"jr|sr|bros|ed\.d|ph\.d|blvd|rd|esq"
 _ABBREV1 = (f"(?:{_ABSTATE}|(?i:{_ABMONTH}|{_ABDAYS}|{_ABCOMP}|{_ABNUM}|{_ABPTIT}|etc|al|seq))"
             r"\.")
 _ABTITLE = ("(?i:mrs|mr|ms|drs|dr|profs|prof|sens|sen|reps|rep|attys|atty|lt|col|gen|messrs"
             "|govs|gov|adm|rev|maj|sgt|cpl|pvt|mt|capt|ste|st|ave|pres|lieut|hon|brig|comdr"
             "|cmdr|pfc|spc|supts|supt|det)|M(?i:iss)")
-_ABCOMP2 = "(?i:invt|elec|natl|mfg|mtg)"
+_ABCOMP2 = "(?i:invt|elec|natl|mfg|mtg|dept)"
 _ABBREV4 = (rf"{_ACRO}|(?i:a\.k\.a)|{_ABTITLE}|(?i:vs|alex|wm|jos|cie|cf|treas)|{_ABCOMP2}"
             r"|[A-Za-z]")
 _ACRONYM_FOLLOWERS = (
@@ -101,16 +120,18 @@ _PHONE = (r"(?:\([0-9]{2,3}\)[ \u00a0]?|(?:\+\+?)?(?:[0-9]{2,4}[- \u00a0])?[0-9]
           r"|(?:(?:\+\+?)?[0-9]{2,4}\.)?[0-9]{2,4}\.[0-9]{3,4}\.[0-9]{3,5}")
 _LDOTS = "\\.{3,5}|(?:\\.[ \u00a0]){2,4}\\.|[\u0085\u2026]"
 _INSENTP = "[,;:\u3001]"
-_QUOTES = (f"{_APOS}|''|[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094"
-           "\u201e\u201f\u2039\u203a\u00ab\u00bb]{1,2}")
+# Macros with alternatives become one rule per alternative, so that the longest match is chosen
+# among them as JFlex does (Python's alternation takes the first that matches).
+_QUOTES = [_APOS, "''", ("[`\u2018\u2019\u201a\u201b\u201c\u201d\u0091\u0092\u0093\u0094"
+                       "\u201e\u201f\u2039\u203a\u00ab\u00bb]{1,2}")]
 _DBLQUOT = '(?:"|&quot;)'
-_APOWORD = (
-    rf"{_APOS}n{_APOS}?|[lLdDjJ]{_APOS}|(?i:dunkin){_APOS}|(?i:somethin){_APOS}|(?i:ol){_APOS}"
-    rf"|{_APOS}(?i:em)|[A-HJ-XZn]{_APOSETC}{_LETTER}{{2}}{_LETTER}*|{_APOS}[2-9]0(?i:s)"
-    rf"|{_APOS}(?i:till?)|{_LETTER}+[aeiouyAEIOUY]{_APOSETC}[aeiouA-Z]{_LETTER}*"
-    rf"|{_APOS}(?i:cause)|(?i:cont'd)\.?|(?i:'twas|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l"
-    rf"|nat'l)"
-)
+_APOWORD = [
+    rf"{_APOS}(?i:n){_APOS}?", rf"[lLdDjJ]{_APOS}", rf"(?i:dunkin){_APOS}", rf"(?i:somethin){_APOS}",
+    rf"(?i:ol){_APOS}", rf"{_APOS}(?i:em)", rf"[A-HJ-XZn]{_APOSETC}{_LETTER}{{2}}{_LETTER}*",
+    rf"{_APOS}[2-9]0(?i:s)", rf"{_APOS}(?i:till?)",
+    rf"{_LETTER}+[aeiouyAEIOUY]{_APOSETC}[aeiouA-Z]{_LETTER}*", rf"{_APOS}(?i:cause)",
+    r"(?i:cont'd)\.?", r"(?i:'twas|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l)",
+]
 _MISCSYMBOL = (
     "[+%&~^|\\\\\u00a6\u00a7\u00a8\u00a9\u00ac\u00ae\u00af\u00b0-\u00b3\u00b4-\u00ba\u00d7"
     "\u00f7\u0387\u05be\u05c0\u05c3\u05c6\u05f3\u05f4\u0600-\u0603\u0606-\u060a\u060c\u0614"
@@ -119,6 +140,10 @@ _MISCSYMBOL = (
     "\u2100-\u214f\u2190-\u21ff\u2200-\u2bff\u3012\u30fb\uff01-\uff0f\uff1a-\uff20"
     "\uff3b-\uff40\uff5b-\uff65]"
 )
+
+_SMILEY = r"[<>]?[:;=][-o*']?[()DPdpO\\{@|\[\]]"
+_ASIAN_SMILEY = (r"[\^x=~<>]\.\[\^x=~<>]|[-\^x=~<>']_[-\^x=~<>']"
+                 r"|\([-\^x=~<>'][_.]?[-\^x=~<>']\)|\([\^x=~<>']-[\^x=~<>'`]\)")
 
 # --------------------------------------------------------------------------------------------
 # Token normalisations applied by the rule actions (ptb3Escaping defaults of 3.4.1, without
@@ -171,6 +196,13 @@ def _split_after(count: int) -> _Action:
     return action
 
 
+def _acronym_then_period(text: str) -> tuple[list[str], int]:
+    # "U.S. The" -> "U.S." then "." again; a single letter ("I. The") -> "I" then ".".
+    if len(text) == 2:
+        return [text[0]], 1
+    return [text], len(text) - 1
+
+
 def _abbreviation_then_period(text: str) -> tuple[list[str], int]:
     # Sentence-final abbreviation: keep "etc." and let the period be read again as its own token.
     return [text], len(text) - 1
@@ -182,6 +214,10 @@ def _nbsp(text: str) -> str:
 
 def _phone(text: str) -> str:
     return _nbsp(text).replace("(", "-LRB-").replace(")", "-RRB-")
+
+
+def _parentheses(text: str) -> str:
+    return text.replace("(", "-LRB-").replace(")", "-RRB-")
 
 
 def _hyphens(text: str) -> str:
@@ -202,14 +238,15 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
     (rf"(?P<tok>{_WORD}){_REDAUX}", _emit(_remove_soft_hyphens)),
     (rf"(?P<tok>{_SWORD}){_SREDAUX}", _emit(_remove_soft_hyphens)),
     (_WORD, _emit(_remove_soft_hyphens)),
-    (_APOWORD, _emit()),
-    (rf"(?P<tok>y{_APOS}){_LETTER}", _emit()),
-    (r"https?://[^ \t\n\f\r\"<>|()]*[^ \t\n\f\r\"<>|.!?(){},-]", _emit()),
+    *[(alternative, _emit()) for alternative in _APOWORD],
+    (rf"(?P<tok>(?i:y){_APOS}){_LETTER}", _emit()),
+    (r"https?://[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]", _emit()),
     (r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})"
      r"|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+(?i:com|net|org|edu)))"
-     r"(?:/[^ \t\n\f\r\"<>|()]*[^ \t\n\f\r\"<>|.!?(){},-])?", _emit()),
-    (r"[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0]*@(?:[^ \t\n\f\r\"<>|().\u00a0]+\.)*"
-     r"[^ \t\n\f\r\"<>|().\u00a0]+", _emit()),
+     r"(?:/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?", _emit()),
+    (r"(?:&lt;|<)?[a-zA-Z0-9][^ \t\n\f\r\"<>|(){}\u00a0]*@"
+     r"(?:[^ \t\n\f\r\"<>|(){}.\u00a0]+\.)*[^ \t\n\f\r\"<>|(){}.\u00a0]+(?:&gt;|>)?",
+     _emit()),
     (rf"@[a-zA-Z_][a-zA-Z_0-9]*|#(?:{_LETTER})+", _emit()),
     (rf"(?P<tok>{_REDAUX})[^A-Za-z]", _emit(lambda t: _latex_quotes(t, False))),
     (_SREDAUX, _emit(lambda t: _latex_quotes(t, False))),
@@ -219,14 +256,15 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
      _emit()),
     (_FRAC, _emit(_nbsp)),
     ("[\u00bc\u00bd\u00be\u2153-\u215e]", _emit(lambda t: _FRACTIONS.get(t, t))),
-    (rf"-(?:RRB|LRB|RCB|LCB|RSB|LSB)-|C\.D\.s|(?i:pro)-|(?i:anti)-|S(?:&|&amp;)P-500"
-     rf"|S(?:&|&amp;)Ls|Cap{_APOS}n|c{_APOS}est", _emit(lambda t: t.replace("&amp;", "&"))),
+    (rf"-(?i:rrb|lrb|rcb|lcb|rsb|lsb)-|(?i:c\.d\.s|pro-|anti-|s(?:&|&amp;)p-500|s(?:&|&amp;)ls)"
+     rf"|(?i:cap){_APOS}(?i:n)|(?i:c){_APOS}(?i:est)", _emit(lambda t: t.replace("&amp;", "&"))),
     (_THING3, _emit()),
     (r"[A-Z]*\$|#", _emit()),
     ("[\u00a2\u00a3\u00a4\u00a5\u0080\u20a0\u20ac\u060b\u0e3f\u20a4\uffe0\uffe1\uffe5\uffe6]",
      _emit(_normalize_currency)),
-    (rf"(?P<tok>(?:{_ACRO})\.){_SPACE}+(?:{_ACRONYM_FOLLOWERS}){_SPACE}",
-     _abbreviation_then_period),
+    (rf"(?P<tok>(?:[A-Za-z]|{_ACRO})\.){_SPACENL}+(?:{_ACRONYM_FOLLOWERS}){_SPACENL}",
+     _acronym_then_period),
+    (rf"(?P<tok>{_ABBREV3}){_SPACENL}?{_DIGIT}", _emit()),
     (rf"(?P<tok>{_ABBREV1}){_SENTEND}", _abbreviation_then_period),
     (_ABBREV1, _emit()),
     (rf"(?:{_ABBREV4})\.", _emit()),
@@ -235,6 +273,9 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
     (rf"(?P<tok>{_APOS}[0-9][0-9]){_SPACENL}", _emit()),
     (rf"(?P<tok>{_WORD}\.){_INSENTP}", _emit(_remove_soft_hyphens)),
     (_PHONE, _emit(_phone)),
+    # A smiley needs one following character that is not an ASCII letter or digit (not the end).
+    (rf"(?P<tok>{_SMILEY})[^A-Za-z0-9]", _emit(_parentheses)),
+    (_ASIAN_SMILEY, _emit(_parentheses)),
     (rf"(?P<tok>{_DBLQUOT})[A-Za-z0-9$]", _emit(lambda t: _latex_quotes(t, True))),
     (_DBLQUOT, _emit(lambda t: _latex_quotes(t, False))),
     ("\x7f", _skip),
@@ -261,7 +302,7 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
     (_THINGA, _emit(lambda t: t.replace("&amp;", "&"))),
     (r"(?P<tok>')[A-Za-z][^ \t\n\r\u00a0]", _emit(lambda t: _latex_quotes(t, True))),
     (_REDAUX, _emit(lambda t: _latex_quotes(t, False))),
-    (_QUOTES, _emit(lambda t: _latex_quotes(t, False))),
+    *[(alternative, _emit(lambda t: _latex_quotes(t, False))) for alternative in _QUOTES],
     (r"<<|>>", _emit()),
     (_MISCSYMBOL, _emit()),
     (f"\\x00|{_SPACE}+|[\u200b\u200e\u200f\ufeff]", _skip),
