@@ -72,14 +72,29 @@ _LETTER = rf"[^\W\d_{_NUMERIC_NOT_DIGIT}]"
 _LETTER_OR_DIGIT = rf"[^\W_{_NUMERIC_NOT_DIGIT}]"
 _DIGIT = r"\d"
 _APOS = "(?:['\u0092\u2019]|&apos;)"
-_APOSETC = f"(?:{_APOS}|[\u0091\u2018\u201b])"
+_APOSETC = f"(?:{_APOS}|[`\u0091\u2018\u201b])"
 _HYPHEN = "[-_\u058a\u2010\u2011]"
 
 _DATE = rf"{_DIGIT}{{1,2}}[-/]{_DIGIT}{{1,2}}[-/]{_DIGIT}{{2,4}}"
 _NUM = rf"{_DIGIT}*(?:[.:,\u00ad\u066b\u066c]{_DIGIT}+)+|{_DIGIT}+"
 _NUMBER = rf"[-+]?(?:{_NUM})"
 _FRAC = rf"(?:{_DIGIT}{{1,4}}[- \u00a0])?{_DIGIT}{{1,4}}(?:\\?/|\u2044){_DIGIT}{{1,4}}"
-_WORD = rf"{_LETTER}{_LETTER_OR_DIGIT}*(?:[.!?]{_LETTER}{_LETTER_OR_DIGIT}*)*"
+# Word characters beyond Java letters: the soft hyphen (removed from the token) and combining
+# marks and other code points PTBLexer.flex lists explicitly.
+_WORD_EXTRA = (
+    "\u00ad\u0237-\u024f\u02c2-\u02c5\u02d2-\u02df\u02e5-\u02ff\u0300-\u036f\u0370-\u037d"
+    "\u0384\u0385\u03cf\u03f6\u03fc-\u03ff\u0483-\u0487\u04cf\u04f6-\u04ff\u0510-\u0525"
+    "\u055a-\u055f\u0591-\u05bd\u05bf\u05c1\u05c2\u05c4\u05c5\u05c7\u0615-\u061a\u063b-\u063f"
+    "\u064b-\u065e\u0670\u06d6-\u06ef\u06fa-\u06ff\u070f\u0711\u0730-\u074f\u0750-\u077f"
+    "\u07a6-\u07b1\u07ca-\u07f5\u07fa\u0900-\u0903\u093c\u093e-\u094e\u0951-\u0955"
+    "\u0962-\u0963\u0981-\u0983\u09bc-\u09c4\u09c7\u09c8\u09cb-\u09cd\u09d7\u09e2\u09e3"
+    "\u0a01-\u0a03\u0a3c\u0a3e-\u0a4f\u0a81-\u0a83\u0abc-\u0acf\u0b82\u0bbe-\u0bc2"
+    "\u0bc6-\u0bc8\u0bca-\u0bcd\u0c01-\u0c03\u0c3e-\u0c56\u0d3e-\u0d44\u0d46-\u0d48"
+    "\u0e30-\u0e3a\u0e47-\u0e4e\u0eb1-\u0ebc\u0ec8-\u0ecd"
+)
+_WORD_LETTER = f"(?:{_LETTER}|[{_WORD_EXTRA}])"
+_WORD_LETTER_OR_DIGIT = f"(?:{_LETTER_OR_DIGIT}|[{_WORD_EXTRA}])"
+_WORD = rf"{_WORD_LETTER}{_WORD_LETTER_OR_DIGIT}*(?:[.!?]{_WORD_LETTER}{_WORD_LETTER_OR_DIGIT}*)*"
 _THING_PART = rf"(?:[dDoOlL]{_APOSETC}{_LETTER_OR_DIGIT})?{_LETTER_OR_DIGIT}+"
 _THING = rf"{_THING_PART}(?:{_HYPHEN}{_THING_PART})*"
 _THINGA = r"[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+"
@@ -247,7 +262,7 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
     (r"(?:&lt;|<)?[a-zA-Z0-9][^ \t\n\f\r\"<>|(){}\u00a0]*@"
      r"(?:[^ \t\n\f\r\"<>|(){}.\u00a0]+\.)*[^ \t\n\f\r\"<>|(){}.\u00a0]+(?:&gt;|>)?",
      _emit()),
-    (rf"@[a-zA-Z_][a-zA-Z_0-9]*|#(?:{_LETTER})+", _emit()),
+    (rf"@[a-zA-Z_][a-zA-Z_0-9]*|#{_WORD_LETTER}+", _emit()),
     (rf"(?P<tok>{_REDAUX})[^A-Za-z]", _emit(lambda t: _latex_quotes(t, False))),
     (_SREDAUX, _emit(lambda t: _latex_quotes(t, False))),
     (_DATE, _emit()),
@@ -262,7 +277,7 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
     (r"[A-Z]*\$|#", _emit()),
     ("[\u00a2\u00a3\u00a4\u00a5\u0080\u20a0\u20ac\u060b\u0e3f\u20a4\uffe0\uffe1\uffe5\uffe6]",
      _emit(_normalize_currency)),
-    (rf"(?P<tok>(?:[A-Za-z]|{_ACRO})\.){_SPACENL}+(?:{_ACRONYM_FOLLOWERS}){_SPACENL}",
+    (rf"(?P<tok>(?:[A-Za-z]|{_ACRO})\.){_SPACENL}+(?:{_ACRONYM_FOLLOWERS}|{_SGML}){_SPACENL}",
      _acronym_then_period),
     (rf"(?P<tok>{_ABBREV3}){_SPACENL}?{_DIGIT}", _emit()),
     (rf"(?P<tok>{_ABBREV1}){_SENTEND}", _abbreviation_then_period),
