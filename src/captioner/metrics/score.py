@@ -105,7 +105,11 @@ def score_captions(
         result = _meteor(gts, res, required=meteor is True)
         if result is not None:
             record("METEOR", *result)
-    return CaptionScores(corpus=corpus, per_image=per_image)
+    ordered = {
+        image: {name: values[name] for name in METRIC_NAMES if name in values}
+        for image, values in per_image.items()
+    }
+    return CaptionScores(corpus=corpus, per_image=ordered)
 
 
 def _wanted_metrics(metrics: Collection[str] | None) -> set[str]:
