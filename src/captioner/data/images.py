@@ -105,11 +105,24 @@ def _reason_and_fix(error: BaseException, source: BinaryIO) -> str:
     return f"{message}; re-save it as JPEG or PNG"
 
 
+def _refuse_bombs(image: Image.Image) -> None:
+    # Pillow only warns between MAX_IMAGE_PIXELS and twice that. The warnings filter above makes
+    # that an error, but warning filters are process-wide state that another thread may be
+    # changing at the same moment, so the size is checked here as well.
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = image.size
+    if limit is not None and width * height > limit:
+        raise Image.DecompressionBombError(
+            f"{width}x{height} = {width * height} pixels, over the limit of {limit}"
+        )
+
+
 def _read(source: BinaryIO, name: str) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source)
+            _refuse_bombs(image)
             image.load()
             return _to_rgb(_upright(image, name)).copy()
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
