@@ -78,7 +78,7 @@ def read_references(path: Path, split: str | None = None) -> dict[Hashable, list
         data = _read_json(path)
         if isinstance(data, dict) and "annotations" in data:
             return _coco_references(path, data)
-        if not (isinstance(data, dict) and "images" in data):
+        if not _looks_like_karpathy(data):
             raise DatasetFormatError(
                 f"{path} is not a COCO captions file: expected an object with an "
                 '"annotations" list of {"image_id", "caption"}'
@@ -87,6 +87,11 @@ def read_references(path: Path, split: str | None = None) -> dict[Hashable, list
 
     records = load_records(path, split=split)
     return {record.image_id: list(record.captions) for record in records}
+
+
+def _looks_like_karpathy(data: Any) -> bool:
+    images = data.get("images") if isinstance(data, dict) else None
+    return bool(images) and isinstance(images[0], dict) and "sentences" in images[0]
 
 
 def read_results(path: Path) -> dict[Hashable, str]:
