@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         captioner.vocabulary, captioner.default_settings(args.beam_size), captioner.device,
         batch_size=args.batch_size, progress=not args.quiet,
     )
-    scores = score_predictions(predictions, meteor="off" if args.no_meteor else "auto")
+    scores = score_predictions(predictions, meteor=False if args.no_meteor else "auto")
     summary: dict = {name: scores.corpus.get(name) for name in METRIC_ORDER}
     grounded = _grounded_precision(args.data, args.split, predictions)
     if grounded is not None:
@@ -94,7 +94,8 @@ def _writable(directory: Path) -> bool:
 
 def _grounded_precision(data: str, split: str, predictions) -> float | None:
     """Scenes datasets carry their ground truth; other datasets have none to check against."""
-    from captioner.data.scenes.checker import corpus_grounded_precision, find_scene_truths
+    from captioner.data.scenes.checker import corpus_grounded_precision
+    from captioner.data.scenes.truth import find_scene_truths
 
     truths = find_scene_truths(data, split)
     if truths is None:

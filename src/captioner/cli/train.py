@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "recipe, see configs/), then the flags, then --set overrides; the full config is saved as "
         "RUN_DIR/config.json beside the weights.",
     )
-    parser.add_argument("--config", help="JSON recipe (e.g. configs/flickr8k_lite0.json)")
+    parser.add_argument("--config", help="JSON recipe: a file, or a shipped recipe name (scenes_small_cnn, flickr8k_lite0)")
     parser.add_argument("--data", help="dataset directory or annotation file")
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--encoder", help="encoder name: efficientnet_lite0, small_cnn, resnet50, ...")
@@ -61,10 +61,11 @@ def config_from_args(args: argparse.Namespace):
     from pathlib import Path
 
     from captioner.errors import ConfigError
+    from captioner.recipes import recipe_path
     from captioner.training.config import RunConfig
 
     if args.config:
-        values = RunConfig.load(args.config).to_dict()
+        values = RunConfig.load(recipe_path(args.config)).to_dict()
     elif args.resume and (Path(args.out) / "config.json").is_file():
         values = json.loads((Path(args.out) / "config.json").read_text())
     else:

@@ -70,7 +70,7 @@ def caption_records(
     return predictions
 
 
-def score_predictions(predictions: Sequence[Prediction], meteor: str = "auto") -> CaptionScores:
+def score_predictions(predictions: Sequence[Prediction], meteor: bool | str = "auto") -> CaptionScores:
     references: dict[ImageId, list[str]] = {p.record.image_id: list(p.record.captions) for p in predictions}
     candidates: dict[ImageId, str] = {p.record.image_id: p.caption for p in predictions}
     return score_captions(references, candidates, meteor=meteor)

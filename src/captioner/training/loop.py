@@ -307,7 +307,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             model, data.val_records, data.val_input, data.input_kind, vocabulary, settings, device,
             batch_size=config.eval.batch_size, num_workers=config.data.num_workers, progress=progress,
         )
-        scores = score_predictions(predictions, meteor="off")
+        scores = score_predictions(predictions, meteor=False)
         metrics = {k: v for k, v in scores.corpus.items() if v is not None}
         score = metrics[config.eval.metric]
         entry = {
