@@ -14,8 +14,15 @@ from captioner.errors import ConfigError
 
 
 def test_config_round_trips_through_json():
-    config = EncoderConfig("resnet101", pretrained=False, weights_path="w.pth", layer="layer3",
-                           image_size=256, fine_tune_blocks=2, fine_tune_lr=3e-5)
+    config = EncoderConfig(
+        "resnet101",
+        pretrained=False,
+        weights_path="w.pth",
+        layer="layer3",
+        image_size=256,
+        fine_tune_blocks=2,
+        fine_tune_lr=3e-5,
+    )
     assert EncoderConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
 
 

@@ -33,7 +33,10 @@ def records(tmp_path, photo_paths):
         shutil.copy(path, folder / f"{name}.jpg")
     (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated")
     names = ["chelsea", "broken", "coffee"]
-    return [CaptionRecord(folder / f"{name}.jpg", (f"a {name}",), "train", f"{name}.jpg") for name in names]
+    return [
+        CaptionRecord(folder / f"{name}.jpg", (f"a {name}",), "train", f"{name}.jpg")
+        for name in names
+    ]
 
 
 def direct_features(encoder, path):
@@ -55,7 +58,9 @@ def test_round_trip_with_an_unreadable_image(tmp_path, encoder, records):
         assert record in cache
         cached = cache[cache.row_of(record)]
         assert cached.dtype == torch.float32 and cached.shape == (9, 1280)
-        torch.testing.assert_close(cached, direct_features(encoder, record.image_path), atol=4e-3, rtol=1e-3)
+        torch.testing.assert_close(
+            cached, direct_features(encoder, record.image_path), atol=4e-3, rtol=1e-3
+        )
     assert records[1] not in cache
     with pytest.raises(BadImageError, match="broken.jpg"):
         cache.row_of(records[1])
@@ -67,7 +72,9 @@ def test_round_trip_with_an_unreadable_image(tmp_path, encoder, records):
         cache.row_of(stranger)
 
 
-def test_existing_cache_is_reused_and_a_mismatched_one_refused(tmp_path, encoder, records, monkeypatch):
+def test_existing_cache_is_reused_and_a_mismatched_one_refused(
+    tmp_path, encoder, records, monkeypatch
+):
     out = tmp_path / "cache"
     build_feature_cache(records, encoder, out, num_workers=0, progress=False)
 
@@ -86,7 +93,11 @@ def test_existing_cache_is_reused_and_a_mismatched_one_refused(tmp_path, encoder
     with pytest.raises(CheckpointError) as caught:
         build_feature_cache(records, other, out, num_workers=0, progress=False)
     message = str(caught.value)
-    assert "\n" not in message and "efficientnet_lite0/final" in message and "efficientnet_lite0/stage5" in message
+    assert (
+        "\n" not in message
+        and "efficientnet_lite0/final" in message
+        and "efficientnet_lite0/stage5" in message
+    )
     assert "pass another --out or delete" in message
 
 
@@ -110,14 +121,21 @@ def test_interrupted_build_resumes(tmp_path, encoder, records, monkeypatch):
     cache = FeatureCache.open(out)
     for record in (records[0], records[2]):
         torch.testing.assert_close(
-            cache[cache.row_of(record)], direct_features(encoder, record.image_path), atol=4e-3, rtol=1e-3
+            cache[cache.row_of(record)],
+            direct_features(encoder, record.image_path),
+            atol=4e-3,
+            rtol=1e-3,
         )
 
 
 def test_trunk_only_cache_feeds_the_fine_tuned_head(tmp_path, records):
-    encoder = build_encoder(EncoderConfig("efficientnet_lite0", image_size=IMAGE_SIZE, fine_tune_blocks=1))
+    encoder = build_encoder(
+        EncoderConfig("efficientnet_lite0", image_size=IMAGE_SIZE, fine_tune_blocks=1)
+    )
     out = tmp_path / "trunk"
-    report = build_feature_cache(records, encoder, out, num_workers=0, trunk_only=True, progress=False)
+    report = build_feature_cache(
+        records, encoder, out, num_workers=0, trunk_only=True, progress=False
+    )
     assert report.shape == (3, 320, 3, 3)
     cache = FeatureCache.open(out)
     assert cache.trunk_only and cache.encoder_config.fine_tune_blocks == 1
@@ -125,7 +143,10 @@ def test_trunk_only_cache_feeds_the_fine_tuned_head(tmp_path, records):
     encoder.eval()
     with torch.no_grad():
         torch.testing.assert_close(
-            encoder.forward_head(activations[None])[0], direct_features(encoder, records[2].image_path), atol=3e-2, rtol=3e-3
+            encoder.forward_head(activations[None])[0],
+            direct_features(encoder, records[2].image_path),
+            atol=3e-2,
+            rtol=3e-3,
         )
 
 
@@ -142,6 +163,21 @@ def test_workers_share_the_file_instead_of_copying_the_array(tmp_path, encoder, 
 
 def test_refusals(tmp_path, records):
     with pytest.raises(ConfigError, match="cannot be cached"):
-        build_feature_cache(records, build_encoder(EncoderConfig("small_cnn", image_size=64)), tmp_path / "x")
+        build_feature_cache(
+            records, build_encoder(EncoderConfig("small_cnn", image_size=64)), tmp_path / "x"
+        )
     with pytest.raises(CheckpointError, match="not a feature cache"):
         FeatureCache.open(tmp_path)
+
+
+def test_cuda_cache_matches_cpu_within_fp16(tmp_path, records):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU: checks the channels-last + fp16 autocast path of the cache")
+    encoder = build_encoder(EncoderConfig("efficientnet_lite0", image_size=IMAGE_SIZE))
+    cpu = build_feature_cache(records, encoder, tmp_path / "cpu", num_workers=0, progress=False)
+    gpu = build_feature_cache(
+        records, encoder, tmp_path / "gpu", num_workers=0, device="cuda", progress=False
+    )
+    assert cpu.shape == gpu.shape
+    on_cpu, on_gpu = FeatureCache.open(tmp_path / "cpu"), FeatureCache.open(tmp_path / "gpu")
+    torch.testing.assert_close(on_gpu[0], on_cpu[0], atol=5e-2, rtol=2e-2)

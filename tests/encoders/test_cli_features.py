@@ -15,7 +15,8 @@ def _folder_dataset(tmp_path, photo_paths):
         shutil.copy(path, folder / f"{name}.jpg")
     (folder / "broken.jpg").write_bytes(b"not an image")
     (folder / "captions.csv").write_text(
-        "image,caption,split\nchelsea.jpg,a cat,train\nbroken.jpg,nothing,train\ncoffee.jpg,a cup of coffee,val\n"
+        "image,caption,split\n"
+        "chelsea.jpg,a cat,train\nbroken.jpg,nothing,train\ncoffee.jpg,a cup of coffee,val\n"
     )
     return folder
 
@@ -23,8 +24,22 @@ def _folder_dataset(tmp_path, photo_paths):
 def test_features_command_builds_a_cache(tmp_path, photo_paths, capsys):
     folder = _folder_dataset(tmp_path, photo_paths)
     out = tmp_path / "cache"
-    argv = ["features", "--data", str(folder), "--split", "train,val", "--image-size", "96",
-            "--out", str(out), "--workers", "0", "--no-progress", "--device", "cpu"]
+    argv = [
+        "features",
+        "--data",
+        str(folder),
+        "--split",
+        "train,val",
+        "--image-size",
+        "96",
+        "--out",
+        str(out),
+        "--workers",
+        "0",
+        "--no-progress",
+        "--device",
+        "cpu",
+    ]
     assert main(argv) == 0
     captured = capsys.readouterr()
     assert "3 images, shape (3, 9, 1280)" in captured.out
@@ -37,6 +52,8 @@ def test_features_command_builds_a_cache(tmp_path, photo_paths, capsys):
 
 def test_features_command_reports_missing_weights_in_one_line(tmp_path, photo_paths, capsys):
     folder = _folder_dataset(tmp_path, photo_paths)
-    status = main(["features", "--data", str(folder), "--encoder", "resnet50", "--out", str(tmp_path / "c")])
+    status = main(
+        ["features", "--data", str(folder), "--encoder", "resnet50", "--out", str(tmp_path / "c")]
+    )
     error = capsys.readouterr().err.strip()
     assert status == 2 and error.count("\n") == 0 and "--encoder-weights PATH" in error

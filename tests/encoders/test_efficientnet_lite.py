@@ -51,7 +51,9 @@ def test_position_mapping_names_the_tensor_whose_shape_differs():
     ],
 )
 def test_grid_shapes(layer, image_size, dim, grid):
-    encoder = build_encoder(EncoderConfig("efficientnet_lite0", pretrained=False, layer=layer, image_size=image_size))
+    encoder = build_encoder(
+        EncoderConfig("efficientnet_lite0", pretrained=False, layer=layer, image_size=image_size)
+    )
     assert encoder.feature_dim == dim and encoder.grid_size() == grid
     with torch.no_grad():
         features = encoder(torch.randn(2, 3, image_size, image_size))

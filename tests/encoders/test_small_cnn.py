@@ -14,7 +14,11 @@ from captioner.errors import ConfigError
 def test_grid_and_preprocess():
     encoder = small_cnn()
     assert encoder.config.image_size == 64 and encoder.preprocess.mean == (0.5, 0.5, 0.5)
-    assert (encoder.feature_dim, encoder.grid_size(), encoder.grid_size(32)) == (128, (8, 8), (4, 4))
+    assert (encoder.feature_dim, encoder.grid_size(), encoder.grid_size(32)) == (
+        128,
+        (8, 8),
+        (4, 4),
+    )
     assert encoder(torch.randn(3, 3, 64, 64)).shape == (3, 64, 128)
     assert encoder(torch.randn(1, 3, 32, 32)).shape == (1, 16, 128)
 
@@ -38,11 +42,15 @@ def test_regions_know_their_position():
     here[:, 0, 24:40, 16:32] = 1.0
     moved = here.roll(16, dims=-1)
     with torch.no_grad():
-        difference = encoder.forward_head_grid(here)[0, :, 3, 3] - encoder.forward_head_grid(moved)[0, :, 3, 5]
+        difference = (
+            encoder.forward_head_grid(here)[0, :, 3, 3]
+            - encoder.forward_head_grid(moved)[0, :, 3, 5]
+        )
         assert difference.abs().max() > 1e-2
         torch.nn.init.zeros_(encoder.position)
         torch.testing.assert_close(
-            encoder.forward_head_grid(here)[0, :, 3, 3], encoder.forward_head_grid(moved)[0, :, 3, 5]
+            encoder.forward_head_grid(here)[0, :, 3, 3],
+            encoder.forward_head_grid(moved)[0, :, 3, 5],
         )
 
 

@@ -24,7 +24,9 @@ from captioner.errors import CheckpointError, ConfigError
     ],
 )
 def test_grid_shapes(name, layer, image_size, dim, grid):
-    encoder = build_encoder(EncoderConfig(name, pretrained=False, layer=layer, image_size=image_size))
+    encoder = build_encoder(
+        EncoderConfig(name, pretrained=False, layer=layer, image_size=image_size)
+    )
     assert (encoder.feature_dim, encoder.grid_size()) == (dim, grid)  # one forward at image_size
     with torch.no_grad():
         assert encoder(torch.randn(1, 3, 64, 64)).shape[2] == dim

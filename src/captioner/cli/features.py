@@ -15,22 +15,40 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "existing cache for the same encoder and images is reused; an interrupted one resumes. "
         "Unreadable images are skipped and listed.",
     )
-    parser.add_argument("--data", required=True, help="dataset file or folder (any format captioner data reads)")
-    parser.add_argument("--split", help="comma-separated splits to encode, e.g. train,val (default: all)")
-    parser.add_argument("--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0)")
-    parser.add_argument("--layer", help="which grid, e.g. final or 14x14 for efficientnet_lite0, layer3 for ResNets")
-    parser.add_argument("--encoder-weights", metavar="PATH", help="state dict (.pth/.safetensors) to load")
-    parser.add_argument("--image-size", type=int, default=224, help="input size in pixels (default: 224)")
+    parser.add_argument(
+        "--data", required=True, help="dataset file or folder (any format captioner data reads)"
+    )
+    parser.add_argument(
+        "--split", help="comma-separated splits to encode, e.g. train,val (default: all)"
+    )
+    parser.add_argument(
+        "--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0)"
+    )
+    parser.add_argument(
+        "--layer", help="which grid, e.g. final or 14x14 for efficientnet_lite0, layer3 for ResNets"
+    )
+    parser.add_argument(
+        "--encoder-weights", metavar="PATH", help="state dict (.pth/.safetensors) to load"
+    )
+    parser.add_argument(
+        "--image-size", type=int, default=224, help="input size in pixels (default: 224)"
+    )
     parser.add_argument(
         "--fine-tune-blocks",
         type=int,
         default=0,
         help="with --trunk-only: store activations before the last N blocks, which training fine-tunes",
     )
-    parser.add_argument("--trunk-only", action="store_true", help="store trunk activations instead of features")
-    parser.add_argument("--out", required=True, metavar="CACHE_DIR", help="folder to write the cache into")
+    parser.add_argument(
+        "--trunk-only", action="store_true", help="store trunk activations instead of features"
+    )
+    parser.add_argument(
+        "--out", required=True, metavar="CACHE_DIR", help="folder to write the cache into"
+    )
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=2, help="image decoding processes (default: 2)")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="image decoding processes (default: 2)"
+    )
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (default: auto)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -45,8 +63,12 @@ def run(args: argparse.Namespace) -> int:
     from captioner.errors import ConfigError
 
     if args.fine_tune_blocks and not args.trunk_only:
-        raise ConfigError("--fine-tune-blocks only changes what --trunk-only stores; add --trunk-only or drop it")
-    splits = [name.strip() for name in args.split.split(",") if name.strip()] if args.split else [None]
+        raise ConfigError(
+            "--fine-tune-blocks only changes what --trunk-only stores; add --trunk-only or drop it"
+        )
+    splits = (
+        [name.strip() for name in args.split.split(",") if name.strip()] if args.split else [None]
+    )
     records = [record for split in splits for record in load_records(args.data, split=split)]
     config = EncoderConfig(
         name=args.encoder,
@@ -56,7 +78,9 @@ def run(args: argparse.Namespace) -> int:
         fine_tune_blocks=args.fine_tune_blocks,
     )
     encoder = build_encoder(config)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = (
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
     report = build_feature_cache(
         records,
         encoder,
@@ -68,6 +92,6 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(report.summary())
-    for path, reason in report.bad_images.items():
+    for reason in report.bad_images.values():
         print(f"captioner: skipped {reason}", file=sys.stderr)
     return 0

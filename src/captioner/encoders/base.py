@@ -57,7 +57,9 @@ class EncoderConfig:
         if isinstance(self.image_size, bool) or not isinstance(self.image_size, int):
             raise ConfigError(f"encoder image_size must be an integer, got {self.image_size!r}")
         if self.image_size < 32:
-            raise ConfigError(f"encoder image_size must be at least 32 pixels, got {self.image_size}")
+            raise ConfigError(
+                f"encoder image_size must be at least 32 pixels, got {self.image_size}"
+            )
         if isinstance(self.fine_tune_blocks, bool) or not isinstance(self.fine_tune_blocks, int):
             raise ConfigError(
                 f"encoder fine_tune_blocks must be an integer, got {self.fine_tune_blocks!r}"
@@ -184,7 +186,9 @@ class Encoder(nn.Module):
 
     def head_parameters(self) -> list[nn.Parameter]:
         """Trainable parameters, for an optimizer group with ``config.fine_tune_lr``."""
-        return [p for block in self.blocks[self.split :] for p in block.parameters() if p.requires_grad]
+        return [
+            p for block in self.blocks[self.split :] for p in block.parameters() if p.requires_grad
+        ]
 
     def _set_trainable(self) -> None:
         for parameter in self.parameters():
@@ -278,7 +282,9 @@ class Encoder(nn.Module):
         digest = hashlib.sha256()
         for name, tensor in self.blocks.state_dict().items():
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+            digest.update(
+                tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
         return digest.hexdigest()[:16]
 
 
@@ -301,7 +307,9 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise CheckpointError(f"encoder weights file {path} does not exist") from None
     except Exception as error:  # noqa: BLE001 - any reader failure is a bad file for the user
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
         raise CheckpointError(
             f"cannot read encoder weights {path} as a state dict ({first_line}); "
             "pass a .pth or .safetensors file of tensors"
@@ -310,6 +318,8 @@ def load_state_dict_file(path: str) -> dict[str, torch.Tensor]:
     for wrapper in ("state_dict", "model"):
         if isinstance(state, Mapping) and isinstance(state.get(wrapper), Mapping):
             state = state[wrapper]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
         raise CheckpointError(f"encoder weights {path} is not a state dict of tensors")
     return dict(state)

@@ -81,7 +81,11 @@ def load_lite0_weights(network: nn.Module, path: str) -> None:
     """Load a lite0 state dict in either timm's naming or the package's (mapped by position)."""
     source = load_state_dict_file(path)
     target = network.state_dict()
-    state = source if source.keys() == target.keys() else map_state_dict_by_position(source, target, path)
+    state = (
+        source
+        if source.keys() == target.keys()
+        else map_state_dict_by_position(source, target, path)
+    )
     network.load_state_dict(state, strict=True)
 
 
@@ -123,7 +127,9 @@ class EfficientNetLite0Encoder(Encoder):
         else:
             tail.append(head_conv)
         # What lies between the chosen grid and the logits; frozen, used only by classify().
-        classifier_tail = nn.Sequential(*tail, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), network.classifier)
+        classifier_tail = nn.Sequential(
+            *tail, nn.AdaptiveAvgPool2d(1), nn.Flatten(1), network.classifier
+        )
         super().__init__(
             config,
             ImagePreprocess(config.image_size, MEAN, STD),
@@ -144,7 +150,9 @@ def imagenet_categories() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V2.meta["categories"])
 
 
-def efficientnet_lite0(config: EncoderConfig | None = None, **overrides: object) -> EfficientNetLite0Encoder:
+def efficientnet_lite0(
+    config: EncoderConfig | None = None, **overrides: object
+) -> EfficientNetLite0Encoder:
     """Build the lite0 encoder: ``efficientnet_lite0()`` or ``efficientnet_lite0(layer="stage5")``."""
     values = (config.to_dict() if config is not None else {"name": NAME}) | overrides
     return EfficientNetLite0Encoder(EncoderConfig.from_dict(values))

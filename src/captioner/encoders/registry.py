@@ -29,4 +29,6 @@ def build_encoder(config: EncoderConfig) -> Encoder:
 
     if config.name in torchvision_backbones():
         return TorchvisionEncoder(config)
-    raise ConfigError(f"unknown encoder {config.name!r}; choose one of {', '.join(available_encoders())}")
+    raise ConfigError(
+        f"unknown encoder {config.name!r}; choose one of {', '.join(available_encoders())}"
+    )

@@ -44,12 +44,16 @@ class SmallCNNEncoder(Encoder):
         if config.layer not in (None, "final"):
             raise ConfigError(f"{NAME} has one layer, 'final'; got {config.layer!r}")
         if config.image_size % STRIDE:
-            raise ConfigError(f"{NAME} needs an image_size divisible by {STRIDE}, got {config.image_size}")
+            raise ConfigError(
+                f"{NAME} needs an image_size divisible by {STRIDE}, got {config.image_size}"
+            )
         config = EncoderConfig.from_dict({**config.to_dict(), "layer": "final"})
         blocks = []
         in_channels = 3
         for index, out_channels in enumerate(CHANNELS):
-            blocks.append(_conv_block(in_channels, out_channels, downsample=index < len(CHANNELS) - 1))
+            blocks.append(
+                _conv_block(in_channels, out_channels, downsample=index < len(CHANNELS) - 1)
+            )
             in_channels = out_channels
         super().__init__(
             config,
@@ -75,7 +79,9 @@ class SmallCNNEncoder(Encoder):
         grid = super().forward_head_grid(trunk_activations)
         position = self.position
         if position.shape[-2:] != grid.shape[-2:]:
-            position = F.interpolate(position, size=grid.shape[-2:], mode="bilinear", align_corners=False)
+            position = F.interpolate(
+                position, size=grid.shape[-2:], mode="bilinear", align_corners=False
+            )
         return grid + position
 
     def head_parameters(self) -> list[nn.Parameter]:

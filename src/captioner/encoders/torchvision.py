@@ -134,7 +134,9 @@ def _load_into(model: nn.Module, state: dict[str, torch.Tensor], source: str, na
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         detail = str(error).strip().splitlines()[-1].strip()
-        raise CheckpointError(f"encoder weights {source} do not fit torchvision {name}: {detail}") from None
+        raise CheckpointError(
+            f"encoder weights {source} do not fit torchvision {name}: {detail}"
+        ) from None
 
 
 class TorchvisionEncoder(Encoder):
@@ -159,7 +161,9 @@ class TorchvisionEncoder(Encoder):
             layer = "layer4"
         allowed = ("final", "layer4", "layer3") if is_resnet else ("final",)
         if layer not in allowed:
-            raise ConfigError(f"torchvision {name} has no layer {config.layer!r}; choose one of {', '.join(allowed)}")
+            raise ConfigError(
+                f"torchvision {name} has no layer {config.layer!r}; choose one of {', '.join(allowed)}"
+            )
         config = EncoderConfig.from_dict({**config.to_dict(), "layer": layer})
 
         model = torchvision.models.get_model(name, weights=None)
@@ -183,7 +187,9 @@ class TorchvisionEncoder(Encoder):
         transforms = default_weights.transforms()
         mean = tuple(getattr(transforms, "mean", IMAGENET_MEAN))
         std = tuple(getattr(transforms, "std", IMAGENET_STD))
-        super().__init__(config, ImagePreprocess(config.image_size, mean, std), blocks, block_names=names)
+        super().__init__(
+            config, ImagePreprocess(config.image_size, mean, std), blocks, block_names=names
+        )
 
 
 def torchvision_encoder(name: str, **overrides: object) -> TorchvisionEncoder:
