@@ -156,6 +156,9 @@ _MISCSYMBOL = (
     "\uff3b-\uff40\uff5b-\uff65]"
 )
 
+# File names ("photo.jpg", "2.x"), kept whole when followed by a space, newline or . , ! ?
+_FILENAME_EXT = "class|docx|html|java|jpeg|bat|bmp|cgi|cpp|dll|doc|exe|gif|htm|jar|jpg|mov|mp3|pdf|php|png|ppt|sql|tar|txt|wav|xml|zip|gz|pl|ps|py|c|h|x"
+_FILENAME = rf"{_WORD_LETTER_OR_DIGIT}+(?:\.{_WORD_LETTER_OR_DIGIT}+)*\.(?i:{_FILENAME_EXT})"
 _SMILEY = r"[<>]?[:;=][-o*']?[()DPdpO\\{@|\[\]]"
 _ASIAN_SMILEY = (r"[\^x=~<>]\.\[\^x=~<>]|[-\^x=~<>']_[-\^x=~<>']"
                  r"|\([-\^x=~<>'][_.]?[-\^x=~<>']\)|\([\^x=~<>']-[\^x=~<>'`]\)")
@@ -255,7 +258,7 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
     (_WORD, _emit(_remove_soft_hyphens)),
     *[(alternative, _emit()) for alternative in _APOWORD],
     (rf"(?P<tok>(?i:y){_APOS}){_LETTER}", _emit()),
-    (r"https?://[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]", _emit()),
+    (r"https?://[^ \t\n\f\r\"<>|(){}]+[^ \t\n\f\r\"<>|.!?(){},-]", _emit()),
     (r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})"
      r"|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},-_$]+\.)+(?i:com|net|org|edu)))"
      r"(?:/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?", _emit()),
@@ -281,10 +284,14 @@ _RULE_SPECS: list[tuple[str, _Action]] = [
      _acronym_then_period),
     (rf"(?P<tok>{_ABBREV3}){_SPACENL}?{_DIGIT}", _emit()),
     (rf"(?P<tok>{_ABBREV1}){_SENTEND}", _abbreviation_then_period),
+    # Measured on the Java tokenizer: an ABBREV1 competes as if two more characters belonged to
+    # it (whatever they are), so "Inc.y x" is "Inc." "y" while "Inc.yes" stays one word.
+    (rf"(?P<tok>{_ABBREV1})(?s:..)", _emit()),
     (_ABBREV1, _emit()),
     (rf"(?:{_ABBREV4})\.", _emit()),
     (rf"(?P<tok>{_ABBREV4}){_SPACE}", _emit()),
     (rf"(?P<tok>{_ACRO}){_SPACENL}", _emit()),
+    (rf"(?P<tok>{_FILENAME})(?:{_SPACENL}|[.?!,])", _emit()),
     (rf"(?P<tok>{_APOS}[0-9][0-9]){_SPACENL}", _emit()),
     (rf"(?P<tok>{_WORD}\.){_INSENTP}", _emit(_remove_soft_hyphens)),
     (_PHONE, _emit(_phone)),
@@ -334,10 +341,12 @@ _RULES: list[tuple[re.Pattern[str], bool, _Action]] = [
 # word (every longer token class needs a digit, apostrophe, period, hyphen, slash or symbol
 # before the space), so each word is a WORD token; a comma followed by a space is always a comma
 # token, and a period is one unless ". . ." (an ellipsis) starts there. The assimilations that
-# the tokenizer splits ("gonna" -> "gon na") are left to the full rules.
+# the tokenizer splits ("gonna" -> "gon na") are left to the full rules. A word must be followed
+# by an ASCII space (not U+00A0, which a URL token may contain), but a run of spaces is skipped
+# whole, U+00A0 included, as the lexer's SPACES rule does.
 _FAST_WORD = r"(?!(?i:cannot|gimme|gonna|gotta|lemme|wanna)(?![A-Za-z]))[A-Za-z]+"
 _FAST_RUN = re.compile(
-    rf"[ \t]*(?:(?:{_FAST_WORD}|,|\.(?![ \u00a0]\.))(?=[ \t\n]|\Z)[ \t]*)*"
+    rf"{_SPACE}*(?:(?:{_FAST_WORD}|,|\.(?![ \u00a0]\.))(?=[ \t\n]|\Z){_SPACE}*)*"
 )
 
 
