@@ -47,20 +47,22 @@ def main() -> int:
     assert len(records) == images, (len(records), images)
     size_mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
 
-    command = f".venv/bin/python benchmarks/scenes_build.py --workers {args.workers}"
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
+    header = (
         "# Building the scenes dataset\n\n"
-        f"Command: `{command}`\n\n"
-        f"| images | workers | wall time | images/s | CPU time (all processes) | size on disk |\n"
-        f"|---|---|---|---|---|---|\n"
-        f"| {images} | {args.workers} | {seconds:.1f} s | {images / seconds:.0f} | {cpu_seconds:.1f} s "
-        f"| {size_mb:.1f} MB |\n\n"
-        f"Machine: {os.cpu_count()} CPU cores visible ({platform.processor() or platform.machine()}), "
-        f"Python {platform.python_version()}, {platform.system()}; load average {load_before:.2f} when "
-        "it started (other jobs shared the cores, so wall time is an upper bound).\n",
-        encoding="utf-8",
+        "Command: `.venv/bin/python benchmarks/scenes_build.py --workers 2` (one row per run, "
+        "appended). The cores are shared with other jobs: the load average at the start says how "
+        "busy they were, and CPU time (this process and its workers) is the contention-free cost.\n\n"
+        "| date (UTC) | images | workers | wall time | images/s | CPU time | load average | size on disk | machine |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
     )
+    row = (
+        f"| {time.strftime('%Y-%m-%d %H:%M', time.gmtime())} | {images} | {args.workers} | {seconds:.1f} s "
+        f"| {images / seconds:.0f} | {cpu_seconds:.1f} s | {load_before:.2f} | {size_mb:.1f} MB "
+        f"| {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()} |\n"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    existing = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    RESULTS.write_text((existing if existing.startswith(header) else header) + row, encoding="utf-8")
     print(f"built {images} images in {seconds:.1f} s, {cpu_seconds:.1f} CPU s ({size_mb:.1f} MB) -> {RESULTS}")
     if args.out is None and not args.keep:
         shutil.rmtree(out.parent)
