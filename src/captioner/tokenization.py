@@ -348,26 +348,35 @@ _FAST_WORD = r"(?!(?i:cannot|gimme|gonna|gotta|lemme|wanna)(?![A-Za-z]))[A-Za-z]
 _FAST_RUN = re.compile(
     rf"{_SPACE}*(?:(?:{_FAST_WORD}|,|\.(?![ \u00a0]\.))(?=[ \t\n]|\Z){_SPACE}*)*"
 )
+# Inside a fast line the only punctuation tokens are "," and ".", both dropped at the end.
+_FAST_LINE_DROPPED = frozenset({",", "."})
 
 
-def _lex_lines(text: str) -> list[list[str]]:
-    """Raw PTB tokens of ``text`` (case kept), one list per newline-separated line."""
-    lines: list[list[str]] = [[]]
-    tokens = lines[-1]
-    position = 0
-    end = len(text)
-    while position < end:
-        run = _FAST_RUN.match(text, position)
+def _tokenize_text(text: str) -> list[list[str]]:
+    """Final tokens of each newline-separated line of ``text`` (one Java batch)."""
+    result: list[list[str]] = []
+    start = 0
+    for line in text.split("\n"):
+        stop = start + len(line)
+        if _FAST_RUN.fullmatch(line):
+            result.append([t for t in line.lower().split() if t not in _FAST_LINE_DROPPED])
+        else:
+            result.append(_finish(_lex(text, start, stop)))
+        start = stop + 1
+    return result
+
+
+def _lex(text: str, start: int, stop: int) -> list[str]:
+    """Raw PTB tokens (case kept) of ``text[start:stop]``, one line; rules may look past ``stop``."""
+    tokens: list[str] = []
+    position = start
+    while position < stop:
+        run = _FAST_RUN.match(text, position, stop)
         if run.end() > position:
             tokens.extend(run.group().split())
             position = run.end()
-            if position >= end:
+            if position >= stop:
                 break
-        if text[position] == "\n":
-            tokens = []
-            lines.append(tokens)
-            position += 1
-            continue
         best_length = 0
         best: tuple[re.Match[str], bool, _Action] | None = None
         for pattern, has_context, action in _RULES:
@@ -380,7 +389,7 @@ def _lex_lines(text: str) -> list[list[str]]:
         emitted, consumed = action(match.group("tok") if has_context else match.group())
         tokens.extend(emitted)
         position += consumed
-    return lines
+    return tokens
 
 
 def _finish(raw_tokens: list[str]) -> list[str]:
@@ -398,7 +407,7 @@ def ptb_tokenize(text: str) -> list[str]:
     >>> ptb_tokenize("A dog can't catch the frisbee (it's red).")
     ['a', 'dog', 'ca', "n't", 'catch', 'the', 'frisbee', '-lrb-', 'it', "'s", 'red', '-rrb-']
     """
-    return _finish(_lex_lines(_as_one_line(text))[0])
+    return _tokenize_text(_as_one_line(text))[0]
 
 
 def ptb_tokenize_lines(lines: Sequence[str]) -> list[list[str]]:
@@ -411,8 +420,7 @@ def ptb_tokenize_lines(lines: Sequence[str]) -> list[list[str]]:
     if not lines:
         return []
     joined = "\n".join(line.replace("\n", " ") for line in lines)
-    raw_lines = _lex_lines(_OTHER_LINE_BREAKS.sub(" ", joined))
-    return [_finish(tokens) for tokens in raw_lines]
+    return _tokenize_text(_OTHER_LINE_BREAKS.sub(" ", joined))
 
 
 # pycocoevalcap replaces "\n" inside a caption by a space; the other line breaks the Java lexer

@@ -128,13 +128,16 @@ def _pair_ids(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     if len(first) == 0:
         return first
     combined = first * (int(second.max()) + 1) + second
-    return np.unique(combined, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    return unique_inverse(combined)
 
 
 def _count_per_caption(caption: np.ndarray, ngram: np.ndarray) -> OrderCounts:
     num_ngrams = int(ngram.max()) + 1 if len(ngram) else 0
     key = caption * max(num_ngrams, 1) + ngram
-    unique_keys, counts = np.unique(key, return_counts=True)
+    sorted_keys = np.sort(key)
+    first = run_starts(sorted_keys)
+    unique_keys = sorted_keys[first]
+    counts = np.diff(np.append(first, len(sorted_keys)))
     return OrderCounts(
         caption=unique_keys // max(num_ngrams, 1),
         ngram=unique_keys % max(num_ngrams, 1),
@@ -149,8 +152,8 @@ def group_max(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndar
         return keys, values
     order = np.argsort(keys, kind="stable")
     keys, values = keys[order], values[order]
-    unique_keys, first = np.unique(keys, return_index=True)
-    return unique_keys, np.maximum.reduceat(values, first)
+    first = run_starts(keys)
+    return keys[first], np.maximum.reduceat(values, first)
 
 
 def lookup(
@@ -161,3 +164,30 @@ def lookup(
         return np.full(len(queries), default, dtype=values.dtype)
     slot = np.minimum(np.searchsorted(sorted_keys, queries), len(sorted_keys) - 1)
     return np.where(sorted_keys[slot] == queries, values[slot], default)
+
+
+# numpy's own ``unique`` is avoided: for int64 keys it picks a hash-based path that is several
+# times slower than sorting here.
+
+
+def run_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Index of the first element of each run of equal values in a sorted array."""
+    if len(sorted_keys) == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
+
+
+def sorted_unique(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of ``keys``, sorted."""
+    sorted_keys = np.sort(keys)
+    return sorted_keys[run_starts(sorted_keys)]
+
+
+def unique_inverse(keys: np.ndarray) -> np.ndarray:
+    """Dense ids: equal keys get equal ids, in [0, number of distinct keys)."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    is_new = np.concatenate(([False], sorted_keys[1:] != sorted_keys[:-1]))
+    inverse = np.empty(len(keys), dtype=np.int64)
+    inverse[order] = np.cumsum(is_new)
+    return inverse

@@ -16,7 +16,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from captioner.metrics._ngrams import NgramTable, build_ngram_table, lookup
+from captioner.metrics._ngrams import NgramTable, build_ngram_table, lookup, sorted_unique
 
 
 class Cider:
@@ -53,7 +53,7 @@ def cider_from_table(
         is_reference = counts.caption < num_references
 
         # Document frequency: number of images whose references contain the n-gram.
-        image_ngram = np.unique(image[is_reference] * stride + counts.ngram[is_reference])
+        image_ngram = sorted_unique(image[is_reference] * stride + counts.ngram[is_reference])
         document_frequency = np.bincount(image_ngram % stride, minlength=counts.num_ngrams)
         idf = log_num_images - np.log(np.maximum(1.0, document_frequency.astype(np.float64)))
         weight = counts.count * idf[counts.ngram]

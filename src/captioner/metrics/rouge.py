@@ -15,7 +15,7 @@ from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
 
-from captioner.metrics._ngrams import check_inputs, dense_ids, lookup
+from captioner.metrics._ngrams import check_inputs, dense_ids, lookup, run_starts
 
 BETA = 1.2
 _WORD_BITS = 64  # longest hypothesis whose LCS bit vector fits one uint64
@@ -103,7 +103,8 @@ def _lcs_uint64(
     order = np.argsort(key, kind="stable")
     key = key[order]
     power = np.left_shift(np.uint64(1), bits_position[order].astype(np.uint64))
-    unique_keys, first = np.unique(key, return_index=True)
+    first = run_starts(key)
+    unique_keys = key[first]
     masks = np.bitwise_or.reduceat(power, first) if len(first) else power
     match = np.zeros((num_pairs, int(scan_position.max(initial=0)) + 1), dtype=np.uint64)
     match[scan_pair, scan_position] = lookup(
