@@ -23,9 +23,10 @@ PYCOCOEVALCAP_PER_IMAGE = [
 @pytest.fixture()
 def no_java(monkeypatch: pytest.MonkeyPatch) -> None:
     real_which = shutil.which
-    monkeypatch.setattr(
-        meteor_module.shutil, "which", lambda name, *a, **k: None if name == "java" else real_which(name, *a, **k)
-    )
+    def which(name: str, *args: object, **kwargs: object) -> str | None:
+        return None if name == "java" else real_which(name, *args, **kwargs)
+
+    monkeypatch.setattr(meteor_module.shutil, "which", which)
 
 
 def test_unavailable_without_java_is_none_not_zero(

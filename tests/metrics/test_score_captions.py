@@ -53,8 +53,10 @@ def test_empty_candidate_scores_zero_like_pycocoevalcap(small_references: dict) 
     assert res[2] == [""] and res[3] == [""]
     bleu, _ = ReferenceBleu(4).compute_score(gts, res, verbose=0)
     assert [scores.corpus[f"BLEU-{k}"] for k in range(1, 5)] == pytest.approx(bleu, abs=1e-6)
-    assert scores.corpus["ROUGE-L"] == pytest.approx(ReferenceRouge().compute_score(gts, res)[0], abs=1e-6)
-    assert scores.corpus["CIDEr"] == pytest.approx(ReferenceCider().compute_score(gts, res)[0], abs=1e-6)
+    rouge, _ = ReferenceRouge().compute_score(gts, res)
+    cider, _ = ReferenceCider().compute_score(gts, res)
+    assert scores.corpus["ROUGE-L"] == pytest.approx(rouge, abs=1e-6)
+    assert scores.corpus["CIDEr"] == pytest.approx(cider, abs=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -68,7 +70,9 @@ def test_empty_candidate_scores_zero_like_pycocoevalcap(small_references: dict) 
         ({1: ["a dog"]}, {1: ["a dog"]}, "not text"),
     ],
 )
-def test_bad_inputs_raise_one_line_dataset_errors(references: dict, candidates: dict, message: str) -> None:
+def test_bad_inputs_raise_one_line_dataset_errors(
+    references: dict, candidates: dict, message: str
+) -> None:
     with pytest.raises(DatasetFormatError, match=message) as error:
         score_captions(references, candidates, meteor=False)
     assert "\n" not in str(error.value)

@@ -66,7 +66,8 @@ def test_json_and_per_image_output(
     [
         ({"images": []}, RESULTS, "not a COCO captions file"),
         (REFERENCES, {"image_id": 1, "caption": "x"}, "not a COCO results file"),
-        (REFERENCES, [*RESULTS, {"image_id": 1, "caption": "again"}], "more than one result for image 1"),
+        (REFERENCES, [*RESULTS, {"image_id": 1, "caption": "again"}],
+         "more than one result for image 1"),
         (REFERENCES, [{"image_id": "1", "caption": "x"}], "compared with their JSON types"),
         (REFERENCES, [{"image_id": 9, "caption": "x"}], "have no captions in"),
         (REFERENCES, [{"image_id": 1}], 'result #0 is not an object with "image_id" and "caption"'),

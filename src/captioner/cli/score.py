@@ -42,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     parser.add_argument("--per-image", metavar="OUT.jsonl", help="write one JSON line per image")
-    parser.add_argument("--no-meteor", action="store_true", help="skip METEOR even where Java is present")
+    parser.add_argument(
+        "--no-meteor", action="store_true", help="skip METEOR even where Java is present"
+    )
     parser.set_defaults(run=run)
 
 
@@ -138,7 +140,9 @@ def _image_and_caption(path: Path, index: int, entry: Any, kind: str) -> tuple[H
         )
     image_id, caption = entry["image_id"], entry["caption"]
     if not _is_id(image_id):
-        raise DatasetFormatError(f"{path}: {kind} #{index} has image_id {image_id!r}; use a number or a string")
+        raise DatasetFormatError(
+            f"{path}: {kind} #{index} has image_id {image_id!r}; use a number or a string"
+        )
     if not isinstance(caption, str):
         raise DatasetFormatError(f"{path}: {kind} #{index} has a caption that is not text")
     return image_id, caption

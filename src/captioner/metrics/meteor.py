@@ -52,7 +52,8 @@ def meteor_unavailable_reason() -> str | None:
         return ("METEOR needs the jar shipped with pycocoevalcap: "
                 "pip install 'captioner[meteor]' (pycocoevalcap==1.2)")
     if not (jar.parent / _PARAPHRASES).is_file():
-        return f"METEOR paraphrase table {jar.parent / _PARAPHRASES} is missing; reinstall pycocoevalcap"
+        table = jar.parent / _PARAPHRASES
+        return f"METEOR paraphrase table {table} is missing; reinstall pycocoevalcap"
     return None
 
 
