@@ -65,3 +65,19 @@ def test_matches_pycocoevalcap_meteor(small_references: dict, small_candidates: 
     assert per_image == pytest.approx(PYCOCOEVALCAP_PER_IMAGE, abs=1e-6)
     assert again == pytest.approx(PYCOCOEVALCAP_PER_IMAGE[0], abs=1e-6)
     assert scorer._process is None  # closed by the context manager
+
+
+def test_a_hung_or_dead_jvm_raises_and_is_cleaned_up(small_references: dict) -> None:
+    reason = meteor_unavailable_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    gts = tokenize_captions(small_references)
+    res = {key: [captions[0]] for key, captions in gts.items()}
+    # Far too short for the JVM to load its paraphrase table: the watchdog kills it.
+    scorer = Meteor(timeout_s=0.5)
+    with pytest.raises(MeteorError, match="stopped after 0 of 8 answers") as error:
+        scorer.compute_score(gts, res)
+    assert "\n" not in str(error.value)
+    assert scorer._process is None
+    with pytest.raises(MeteorError, match="not running"):
+        scorer.compute_score(gts, res)

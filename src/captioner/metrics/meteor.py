@@ -113,22 +113,39 @@ class Meteor:
                 failure.append(error)
 
         writer = threading.Thread(target=write, daemon=True)
+        # A JVM that hangs is killed, which ends the blocking reads below with an error.
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            process.kill()
+
+        watchdog = threading.Timer(self._timeout_s, kill)
         writer.start()
+        watchdog.start()
         answers = []
-        for _ in range(expected):
-            line = stdout.readline()
-            if not line:
-                break
-            answers.append(line.decode("utf-8").strip())
-        writer.join(timeout=self._timeout_s)
+        try:
+            for _ in range(expected):
+                line = stdout.readline()
+                if not line:
+                    break
+                answers.append(line.decode("utf-8").strip())
+            writer.join(timeout=self._timeout_s)
+        finally:
+            watchdog.cancel()
         if len(answers) != expected or failure:
+            message = f"METEOR stopped after {len(answers)} of {expected} answers; "
+            if timed_out.is_set():
+                message += f"killed after {self._timeout_s:g} s without an answer"
+            else:
+                message += self._stderr_tail()
             self.close()
-            raise MeteorError(
-                f"METEOR stopped after {len(answers)} of {expected} answers; {self._stderr_tail()}"
-            )
+            raise MeteorError(message)
         return answers
 
     def _stderr_tail(self) -> str:
+        if self._stderr.closed:
+            return "it was closed after an earlier failure"
         self._stderr.seek(0)
         text = self._stderr.read().decode("utf-8", "replace").strip().splitlines()
         return f"java said: {text[-1]}" if text else "java printed nothing"
