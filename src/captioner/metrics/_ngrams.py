@@ -92,13 +92,14 @@ def build_ngram_table(
     length_of_word = np.repeat(lengths, lengths)
 
     orders = []
+    previous_ids = previous_valid = word_ids
     for order in range(1, max_order + 1):
         valid = np.flatnonzero(position + order <= length_of_word)
         # Identify each n-gram by the dense ids of its order-1 prefix and its last word.
         if order == 1:
             ngram = word_ids[valid]
         else:
-            prefix_ids = previous_ids[valid_previous_index(valid, previous_valid)]
+            prefix_ids = previous_ids[_prefix_index(valid, previous_valid)]
             ngram = _pair_ids(prefix_ids, word_ids[valid + order - 1])
         orders.append(_count_per_caption(caption_of_word[valid], ngram))
         previous_ids, previous_valid = ngram, valid
@@ -111,7 +112,7 @@ def build_ngram_table(
     )
 
 
-def valid_previous_index(valid: np.ndarray, previous_valid: np.ndarray) -> np.ndarray:
+def _prefix_index(valid: np.ndarray, previous_valid: np.ndarray) -> np.ndarray:
     """Index into the previous order's arrays of the n-grams starting at ``valid``."""
     # An order-n n-gram at word p has its order-(n-1) prefix at the same start p.
     return np.searchsorted(previous_valid, valid)
