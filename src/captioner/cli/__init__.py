@@ -38,13 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"captioner.cli.{name}")
-        except ModuleNotFoundError as error:
-            if error.name == f"captioner.cli.{name}":
-                continue  # subcommand not part of this build
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"captioner.cli.{name}").register(subparsers)
     return parser
 
 

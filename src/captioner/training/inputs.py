@@ -56,11 +56,4 @@ def regions_from_inputs(
 
 def records_in_cache(records: Sequence[CaptionRecord], cache: FeatureCache) -> list[CaptionRecord]:
     """Records whose image was cached (the cache skipped and reported unreadable images)."""
-    kept = []
-    for record in records:
-        try:
-            cache.row_of(record)
-        except KeyError:
-            continue
-        kept.append(record)
-    return kept
+    return [record for record in records if record in cache]

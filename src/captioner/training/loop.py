@@ -138,6 +138,13 @@ def check_cache_matches(cache: FeatureCache, config: RunConfig) -> None:
                 f"{getattr(cached, name)!r} but the run asks for {getattr(wanted, name)!r}; "
                 "rebuild it with `captioner features` or change the encoder settings"
             )
+    if cache.trunk_only != (config.encoder.fine_tune_blocks > 0):
+        raise ConfigError(
+            f"feature cache {config.data.feature_cache} holds "
+            f"{'trunk activations' if cache.trunk_only else 'final features'}, which fits "
+            f"{'' if cache.trunk_only else 'no '}encoder fine-tuning; set encoder.fine_tune_blocks "
+            "accordingly or rebuild the cache"
+        )
     if cache.trunk_only and config.encoder.fine_tune_blocks != cache.encoder_config.fine_tune_blocks:
         raise ConfigError(
             f"feature cache {config.data.feature_cache} holds trunk activations for "
