@@ -201,4 +201,9 @@ def _restore_optimizer(
     for name, value in tensors.items():
         _, param_id, key = name.split(".", 2)
         state.setdefault(int(param_id), {})[key] = value
+    # JSON turned tuples (Adam's betas) into lists; the optimisers expect them back as tuples.
+    groups = [
+        {k: tuple(v) if isinstance(v, list) and k != "params" else v for k, v in group.items()}
+        for group in groups
+    ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})

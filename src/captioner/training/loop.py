@@ -303,10 +303,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             else:
                 optimizer.step()
             state["step"] += 1
-            running_loss += float(cross_entropy) * batch.captions.size(0)
+            running_loss += cross_entropy.item() * batch.captions.size(0)
             running_count += batch.captions.size(0)
             bar.set_postfix(loss=f"{running_loss / running_count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            writer.add_scalar("train/cross_entropy", float(cross_entropy), state["step"])
+            writer.add_scalar("train/cross_entropy", cross_entropy.item(), state["step"])
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state["step"])
         train_seconds = time.time() - epoch_started
 
