@@ -30,7 +30,7 @@ from captioner.pretrained import resolve_pretrained
 from captioner.training import checkpoint
 from captioner.training.config import RunConfig
 from captioner.training.evaluation import search_tokens
-from captioner.training.loop import build_model, resolve_device
+from captioner.training.loop import resolve_device, restore_model
 
 ImageInput = str | Path | bytes | Image.Image
 
@@ -88,8 +88,7 @@ class Captioner:
         """Load a shipped model by name (default: the package's real-photo model) or a run directory."""
         run_dir = resolve_pretrained(name_or_path)
         loaded = checkpoint.load_run(run_dir)
-        model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=False)
-        checkpoint.load_state_strict(model, loaded.weights, run_dir / checkpoint.WEIGHTS_FILE)
+        model = restore_model(loaded)
         resolved = resolve_device(device)
         return cls(model.to(resolved), loaded.vocabulary, loaded.config, resolved, str(run_dir), loaded.metrics)
 

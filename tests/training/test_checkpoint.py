@@ -82,3 +82,23 @@ def test_training_state_round_trip_restores_optimizer_and_rng(tmp_path):
     for key, value in original["state"].items():
         for name, tensor in value.items():
             assert torch.equal(torch.as_tensor(tensor), torch.as_tensor(restored["state"][key][name]))
+
+
+def test_export_leaves_out_a_frozen_encoder_and_restores_it_from_its_source(tmp_path):
+    from captioner.training.loop import restore_model
+
+    torch.manual_seed(0)
+    config, vocab = RunConfig(), vocabulary()  # frozen, pretrained EfficientNet-Lite0
+    config.decoder.embed_dim, config.decoder.hidden_dim, config.decoder.attention_dim = 8, 16, 8
+    model = build_model(config, vocab)
+    checkpoint.save_run(tmp_path / "run", config, vocab, model, {"CIDEr": 0.5})
+    checkpoint.export_run(tmp_path / "run", tmp_path / "shipped")
+    shipped = checkpoint.load_run(tmp_path / "shipped")
+    assert not checkpoint.has_encoder_weights(shipped.weights)
+    assert all(t.dtype == torch.float16 for t in shipped.weights.values() if t.is_floating_point())
+    assert shipped.metrics == {"CIDEr": 0.5}
+    restored = restore_model(shipped)
+    for name, tensor in model.encoder.state_dict().items():
+        assert torch.equal(tensor, restored.encoder.state_dict()[name]), name
+    for name, tensor in model.decoder.state_dict().items():
+        torch.testing.assert_close(restored.decoder.state_dict()[name], tensor, atol=1e-3, rtol=1e-3)

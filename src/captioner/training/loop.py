@@ -90,6 +90,22 @@ def build_model(
     return CaptioningModel(encoder, decoder)
 
 
+def restore_model(loaded: checkpoint.LoadedRun) -> CaptioningModel:
+    """Rebuild a run's model and load its weights, strictly.
+
+    A run directory without encoder weights (a shipped model with a frozen pretrained encoder)
+    takes the encoder from its pretrained source and loads only the decoder.
+    """
+    source = loaded.run_dir / checkpoint.WEIGHTS_FILE
+    if checkpoint.has_encoder_weights(loaded.weights):
+        model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=False)
+        checkpoint.load_state_strict(model, loaded.weights, source)
+    else:
+        model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=True)
+        checkpoint.load_state_strict(model.decoder, checkpoint.decoder_weights(loaded.weights), source)
+    return model
+
+
 @dataclass
 class TrainingData:
     train_records: list[CaptionRecord]
