@@ -4,7 +4,8 @@ Four conv blocks (conv 3x3 + BatchNorm + ReLU; the first three halve the size):
 64 px -> 32 -> 16 -> 8, giving a 128 x 8 x 8 grid (64 regions; each region's receptive field,
 38 px, covers one cell of the 3 x 3 scene grid with its borders). Convolutions do not know where
 they are, yet captions say "left of" / "above": a learned position embedding is added to the grid
-so each region carries its place. About 0.25 M parameters; runs fast on a CPU.
+so each region carries its place. About 0.1 M parameters and 32 MFLOP an image: the demo trains
+it on 20,000 images in minutes on a 2-core CPU.
 
 Everything trains (no frozen trunk, BatchNorm trains normally); ``pretrained`` means nothing here,
 and ``weights_path`` loads a state dict of this encoder. Knows nothing about the scenes generator.
@@ -21,7 +22,7 @@ from captioner.errors import CheckpointError, ConfigError
 
 NAME = "small_cnn"
 DEFAULT_IMAGE_SIZE = 64
-CHANNELS = (32, 64, 128, 128)
+CHANNELS = (16, 32, 64, 128)
 FEATURE_DIM = CHANNELS[-1]
 STRIDE = 8
 

@@ -1,0 +1,71 @@
+"""Latency of captioning one 224 px photo end to end, and the share spent outside the CNN.
+
+Usage: .venv/bin/python benchmarks/caption_latency.py [--checkpoint RUN_DIR] [--photo FILE] [--repeat 20]
+
+Each repetition: read and decode the file, preprocess, run the encoder, beam search (beam 3),
+turn ids into words; timed in parts with ``time.perf_counter``. Reports medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
+
+from captioner.api import Captioner
+from captioner.data.images import load_rgb_image
+from captioner.decoding import decode
+from captioner.training.evaluation import search_tokens
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--photo", default=None, help="default: examples/photos/dog_german_shepherd.jpg resized to 224 px")
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--beam-size", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(describe_machine())
+    photo = Path(args.photo) if args.photo else Path("/tmp/captioner_latency_224.jpg")
+    if not args.photo:
+        Image.open(ROOT / "examples" / "photos" / "dog_german_shepherd.jpg").convert("RGB").resize((224, 224)).save(photo, quality=90)
+    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
+    tokens = search_tokens(captioner.vocabulary)
+    settings = captioner.default_settings(args.beam_size)
+    parts: dict[str, list[float]] = {"load+preprocess": [], "cnn": [], "beam search": [], "total": []}
+    caption = ""
+    for repetition in range(args.repeat + 2):
+        t0 = time.perf_counter()
+        pixels = captioner.model.encoder.preprocess(load_rgb_image(photo)).unsqueeze(0)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            regions = captioner.model.encode(pixels)
+            t2 = time.perf_counter()
+            (decoded,) = decode(captioner.model.decoder, regions, tokens, settings)
+        caption = " ".join(captioner.vocabulary.decode(decoded.token_ids))
+        t3 = time.perf_counter()
+        if repetition >= 2:  # first two are warm-up
+            for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                parts[name].append(value)
+    medians = {name: statistics.median(values) * 1000 for name, values in parts.items()}
+    print(f"photo: {photo} -> {caption!r}")
+    for name, value in medians.items():
+        print(f"{name:<16} {value:8.1f} ms (median of {args.repeat})")
+    outside = 1 - medians["cnn"] / medians["total"]
+    print(f"share outside the CNN forward: {outside:.0%}")
+
+
+if __name__ == "__main__":
+    main()
