@@ -57,7 +57,7 @@ def run_scenes(out_dir: Path, epochs: int | None = None, train_size: int = 20000
     data_dir = out_dir / "scenes"
     sizes = {"train": train_size, "val": 1000, "test": 1000, "test-novel": 1000}
     started = time.time()
-    build_scenes(data_dir, seed=0, sizes=sizes)
+    build_scenes(data_dir, seed=0, sizes=sizes, progress=progress)
     build_seconds = time.time() - started
 
     config = RunConfig.load(recipe_path("scenes_small_cnn"))
