@@ -11,6 +11,7 @@ card), plus the beam-3 scores of the first 100 dev images, which a test re-compu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "datasets" / "flickr8k"))
     parser.add_argument("--beams", default="1,3,5")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-repeat-ngram", type=int, default=None, help="override the model's n-gram blocking")
     parser.add_argument("--write-metrics", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,6 +62,8 @@ def main() -> None:
     subset_scores = None
     for beam in (int(b) for b in args.beams.split(",")):
         settings = captioner.default_settings(beam)
+        if args.no_repeat_ngram is not None:
+            settings = dataclasses.replace(settings, no_repeat_ngram_size=args.no_repeat_ngram)
         started = time.perf_counter()
         decoded = []
         for start in range(0, len(regions), 100):
