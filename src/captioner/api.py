@@ -75,7 +75,7 @@ class Captioner:
         source: str = "",
         metrics: dict | None = None,
     ) -> None:
-        self.model = model.eval()
+        self.model = model.eval().use_channels_last()
         self.vocabulary = vocabulary
         self.config = config
         self.device = device

@@ -54,6 +54,8 @@ def beam_search(
     no_repeat_ngram_size: int = 0,
 ) -> list[DecodedCaption]:
     """Decode (B, R, D) region features into the best of ``beam_size`` beams per image."""
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
     batch, region_count, _ = regions.shape
     beams = beam_size
     device = regions.device
@@ -73,9 +75,14 @@ def beam_search(
     alphas = torch.empty((batch * beams, 0, region_count), device=device)
     finished = torch.zeros(batch * beams, dtype=torch.bool, device=device)
     lengths = torch.zeros(batch * beams, dtype=torch.long, device=device)
-    image_offsets = (torch.arange(batch, device=device) * beams).unsqueeze(1)
+    # Images leave the batch as soon as all their beams have ended, so that long captions of a
+    # few images do not keep the decoder running over the whole batch.
+    active = torch.arange(batch, device=device)
+    results: list[DecodedCaption | None] = [None] * batch
 
-    for _ in range(max_length):
+    for step in range(max_length):
+        count = active.numel()
+        image_offsets = (torch.arange(count, device=device) * beams).unsqueeze(1)
         out = decoder.step(words, state, regions, projected)
         step_log_probs = torch.log_softmax(out.logits.float(), dim=-1) + mask
         if no_repeat_ngram_size > 0:
@@ -83,7 +90,7 @@ def beam_search(
                 sequences, no_repeat_ngram_size, vocab
             )
         step_log_probs = torch.where(finished.unsqueeze(1), only_end, step_log_probs)
-        candidates = (scores.view(-1, 1) + step_log_probs).view(batch, beams * vocab)
+        candidates = (scores.view(-1, 1) + step_log_probs).view(count, beams * vocab)
         scores, flat_choice = candidates.topk(beams, dim=1)
         origin = (image_offsets + flat_choice // vocab).view(-1)
         words = (flat_choice % vocab).view(-1)
@@ -94,21 +101,39 @@ def beam_search(
         alphas = torch.cat([alphas[origin], out.alpha.float()[origin].unsqueeze(1)], dim=1)
         lengths = lengths[origin] + (~was_finished & (words != tokens.end_id)).long()
         finished = was_finished | (words == tokens.end_id)
-        if bool(finished.all()):
-            break
 
-    ranked = scores.view(-1) / length_penalty(lengths, length_penalty_alpha)
-    best = ranked.view(batch, beams).argmax(dim=1) + image_offsets.view(-1)
-    sequences, alphas = sequences[best].cpu(), alphas[best].cpu()
-    lengths, finished = lengths[best].tolist(), finished[best].tolist()
-    log_probs, ranked = scores.view(-1)[best].tolist(), ranked[best].tolist()
-    return [
-        DecodedCaption(
-            token_ids=sequences[i, : lengths[i]].tolist(),
-            log_prob=log_probs[i],
-            score=ranked[i],
-            alphas=alphas[i, : lengths[i]],
-            finished=finished[i],
+        done = finished.view(count, beams).all(dim=1)
+        if step == max_length - 1:
+            done[:] = True
+        if not bool(done.any()):
+            continue
+        best_of_done = _best_beams(
+            scores[done], lengths.view(count, beams)[done], length_penalty_alpha
         )
-        for i in range(batch)
-    ]
+        done_rows = done.nonzero(as_tuple=True)[0]
+        for image, beam in zip(done_rows.tolist(), best_of_done.tolist()):
+            row = image * beams + beam
+            length = int(lengths[row])
+            log_prob = float(scores[image, beam])
+            results[int(active[image])] = DecodedCaption(
+                token_ids=sequences[row, :length].tolist(),
+                log_prob=log_prob,
+                score=log_prob / float(length_penalty(lengths[row], length_penalty_alpha)),
+                alphas=alphas[row, :length].cpu(),
+                finished=bool(finished[row]),
+            )
+        keep = ~done
+        if not bool(keep.any()):
+            break
+        keep_rows = keep.repeat_interleave(beams)
+        active, scores, words = active[keep], scores[keep], words[keep_rows]
+        state = (state[0][keep_rows], state[1][keep_rows])
+        regions, projected = regions[keep_rows], projected[keep_rows]
+        sequences, alphas = sequences[keep_rows], alphas[keep_rows]
+        finished, lengths = finished[keep_rows], lengths[keep_rows]
+    return results  # type: ignore[return-value]
+
+
+def _best_beams(scores: torch.Tensor, lengths: torch.Tensor, alpha: float) -> torch.Tensor:
+    """(N, K) beam scores and word counts -> (N,) index of the best beam after the penalty."""
+    return (scores / length_penalty(lengths, alpha)).argmax(dim=1)

@@ -22,9 +22,18 @@ class CaptioningModel(nn.Module):
             )
         self.encoder = encoder
         self.decoder = decoder
+        self.channels_last = False
+
+    def use_channels_last(self) -> CaptioningModel:
+        """Run the CNN in channels-last layout: faster for inference with oneDNN and cuDNN."""
+        self.encoder.to(memory_format=torch.channels_last)
+        self.channels_last = True
+        return self
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, R, D) region features."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         return self.encoder(images)
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> TeacherForcedOutput:
