@@ -22,6 +22,9 @@ import torch
 from PIL import Image
 
 from captioner.data.images import load_rgb_image, load_rgb_image_bytes
+from captioner.data.readers import load_records
+from captioner.data.scenes.checker import corpus_grounded_precision
+from captioner.data.scenes.truth import find_scene_truths
 from captioner.data.text import Vocabulary
 from captioner.decoding import DecodeSettings, decode
 from captioner.errors import BadImageError, CheckpointError
@@ -29,7 +32,8 @@ from captioner.models.captioning import CaptioningModel
 from captioner.pretrained import resolve_pretrained
 from captioner.training import checkpoint
 from captioner.training.config import RunConfig
-from captioner.training.evaluation import search_tokens
+from captioner.training.evaluation import Prediction, caption_records, score_predictions, search_tokens
+from captioner.training.inputs import InputKind, PixelInput
 from captioner.training.loop import resolve_device, restore_model
 
 ImageInput = str | Path | bytes | Image.Image
@@ -128,6 +132,40 @@ class Captioner:
             results.extend(self._caption_batch(images[start : start + batch_size], start, settings))
         return results
 
+    def evaluate(
+        self,
+        data: str | Path,
+        split: str = "test",
+        beam_size: int = 3,
+        limit: int = 0,
+        batch_size: int = 50,
+        meteor: bool | str = "auto",
+        progress: bool = True,
+    ) -> Evaluation:
+        """Caption every readable image of a split and score the captions against its references."""
+        records = load_records(data, split=split)
+        if limit:
+            records = records[:limit]
+        readable, skipped = [], []
+        for record in records:
+            try:
+                load_rgb_image(record.image_path)
+            except BadImageError as error:
+                skipped.append(str(error))
+                continue
+            readable.append(record)
+        predictions = caption_records(
+            self.model, readable, PixelInput(self.model.encoder.preprocess), InputKind.PIXELS,
+            self.vocabulary, self.default_settings(beam_size), self.device,
+            batch_size=batch_size, progress=progress,
+        )
+        metrics: dict[str, float | None] = dict(score_predictions(predictions, meteor=meteor).corpus)
+        truths = find_scene_truths(data, split)
+        if truths is not None:
+            captions = {p.record.image_id: p.caption for p in predictions}
+            metrics["grounded_precision"] = corpus_grounded_precision(captions, truths)
+        return Evaluation(split, beam_size, predictions, metrics, skipped)
+
     def _caption_batch(
         self, images: Sequence[ImageInput], offset: int, settings: DecodeSettings
     ) -> list[CaptionResult]:
@@ -158,6 +196,20 @@ class Captioner:
         return results
 
 
+@dataclass
+class Evaluation:
+    """Captions of a dataset split and their scores."""
+
+    split: str
+    beam_size: int
+    predictions: list[Prediction]
+    metrics: dict[str, float | None]
+    """BLEU-1..4, METEOR (None where it cannot run), ROUGE-L, CIDEr, and grounded_precision on
+    datasets that carry scene ground truth."""
+    skipped: list[str] = field(default_factory=list)
+    """One line per image that could not be read."""
+
+
 def _describe(image: ImageInput, index: int) -> str:
     return str(image) if isinstance(image, (str, Path)) else f"<image {index}>"
 
@@ -172,4 +224,4 @@ def _open(image: ImageInput, source: str) -> Image.Image:
     return load_rgb_image(image)
 
 
-__all__ = ["CaptionResult", "Captioner", "CheckpointError"]
+__all__ = ["CaptionResult", "Captioner", "CheckpointError", "Evaluation"]

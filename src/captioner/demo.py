@@ -93,25 +93,9 @@ def run_scenes(out_dir: Path, epochs: int | None = None, train_size: int = 20000
 
 
 def evaluate_split(captioner, data: str, split: str, progress: bool = True) -> dict[str, Any]:
-    from captioner.data.readers import load_records
-    from captioner.data.scenes.checker import corpus_grounded_precision
-    from captioner.data.scenes.truth import find_scene_truths
-    from captioner.training.evaluation import caption_records, score_predictions
-    from captioner.training.inputs import InputKind, PixelInput
-
-    records = load_records(data, split=split)
-    predictions = caption_records(
-        captioner.model, records, PixelInput(captioner.model.encoder.preprocess), InputKind.PIXELS,
-        captioner.vocabulary, captioner.default_settings(3), captioner.device, batch_size=250, progress=progress,
-    )
-    scores = score_predictions(predictions, meteor=False).corpus
-    truths = find_scene_truths(data, split)
-    return {
-        "images": len(predictions),
-        "BLEU-4": scores["BLEU-4"],
-        "CIDEr": scores["CIDEr"],
-        "grounded_precision": corpus_grounded_precision({p.record.image_id: p.caption for p in predictions}, truths),
-    }
+    evaluation = captioner.evaluate(data, split=split, beam_size=3, batch_size=250, meteor=False, progress=progress)
+    return {"images": len(evaluation.predictions),
+            **{name: evaluation.metrics[name] for name in ("BLEU-4", "CIDEr", "grounded_precision")}}
 
 
 def run_demo(out_dir: Path, photos_dir: Path | None, epochs: int | None = None, train_size: int = 20000,

@@ -115,3 +115,19 @@ def test_resume_continues_from_the_last_epoch(tiny_scenes, tmp_path):
     assert main(["train", "--out", str(run_dir), "--resume", "--quiet"]) == 0
     history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
     assert [entry["epoch"] for entry in history] == [1, 2]
+
+
+def test_evaluate_skips_an_unreadable_image_and_scores_the_rest(tiny_run, tiny_scenes, tmp_path, capsys):
+    import shutil
+
+    data = tmp_path / "scenes"
+    shutil.copytree(tiny_scenes, data)
+    broken = sorted((data / "images" / "test").glob("*.png"))[0]
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated PNG
+    status = main(["evaluate", "--checkpoint", str(tiny_run), "--data", str(data), "--split", "test",
+                   "--results", str(tmp_path / "r.json"), "--json", "--no-meteor", "--quiet"])
+    captured = capsys.readouterr()
+    assert status == 0
+    summary = json.loads(captured.out)
+    assert summary["images"] == 39 and summary["skipped"] == 1
+    assert len(json.loads((tmp_path / "r.json").read_text())) == 39

@@ -33,71 +33,39 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from captioner.api import Captioner
-    from captioner.data.readers import load_records
-    from captioner.training.evaluation import caption_records, results_json, score_predictions
-    from captioner.training.inputs import InputKind, PixelInput
+    from captioner.training.evaluation import results_json
 
     captioner = Captioner.from_pretrained(args.checkpoint, device=args.device)
-    records = load_records(args.data, split=args.split)
-    if args.limit:
-        records = records[: args.limit]
-    records = _readable(records)
-    predictions = caption_records(
-        captioner.model, records, PixelInput(captioner.model.encoder.preprocess), InputKind.PIXELS,
-        captioner.vocabulary, captioner.default_settings(args.beam_size), captioner.device,
-        batch_size=args.batch_size, progress=not args.quiet,
+    evaluation = captioner.evaluate(
+        args.data, split=args.split, beam_size=args.beam_size, limit=args.limit, batch_size=args.batch_size,
+        meteor=False if args.no_meteor else "auto", progress=not args.quiet,
     )
-    scores = score_predictions(predictions, meteor=False if args.no_meteor else "auto")
-    summary: dict = {name: scores.corpus.get(name) for name in METRIC_ORDER}
-    grounded = _grounded_precision(args.data, args.split, predictions)
-    if grounded is not None:
-        summary["grounded_precision"] = grounded
+    for line in evaluation.skipped:
+        logging.getLogger(__name__).warning("skipped %s", line)
+    summary = {name: evaluation.metrics.get(name) for name in METRIC_ORDER}
+    if "grounded_precision" in evaluation.metrics:
+        summary["grounded_precision"] = evaluation.metrics["grounded_precision"]
     results_path = Path(args.results) if args.results else Path(captioner.source) / f"results_{args.split}_beam{args.beam_size}.json"
     if not args.results and not _writable(results_path.parent):
         results_path = Path(f"results_{args.split}_beam{args.beam_size}.json")
-    results_path.write_text(json.dumps(results_json(predictions), indent=1) + "\n", encoding="utf-8")
+    results_path.write_text(json.dumps(results_json(evaluation.predictions), indent=1) + "\n", encoding="utf-8")
+    images = len(evaluation.predictions)
     if args.json:
-        print_json({"split": args.split, "images": len(predictions), "beam_size": args.beam_size,
-                    "metrics": summary, "results_file": str(results_path)})
+        print_json({"split": args.split, "images": images, "skipped": len(evaluation.skipped),
+                    "beam_size": args.beam_size, "metrics": summary, "results_file": str(results_path)})
     else:
-        print(f"{args.split}: {len(predictions)} images, beam {args.beam_size}")
+        print(f"{args.split}: {images} images, beam {args.beam_size}" +
+              (f" ({len(evaluation.skipped)} unreadable images skipped)" if evaluation.skipped else ""))
         for name, value in summary.items():
             print(f"  {name:<20} {'n/a (needs Java and pycocoevalcap)' if value is None else f'{value:.4f}'}")
         print(f"captions written to {results_path}")
     return 0
 
 
-def _readable(records):
-    """Drop (and report) records whose image cannot be opened, so one bad file costs one image."""
-    import logging
-
-    from captioner.data.images import load_rgb_image
-    from captioner.errors import BadImageError
-
-    kept = []
-    for record in records:
-        try:
-            load_rgb_image(record.image_path)
-        except BadImageError as error:
-            logging.getLogger(__name__).warning("skipped %s", error)
-            continue
-        kept.append(record)
-    return kept
-
-
 def _writable(directory: Path) -> bool:
     import os
 
     return directory.is_dir() and os.access(directory, os.W_OK)
-
-
-def _grounded_precision(data: str, split: str, predictions) -> float | None:
-    """Scenes datasets carry their ground truth; other datasets have none to check against."""
-    from captioner.data.scenes.checker import corpus_grounded_precision
-    from captioner.data.scenes.truth import find_scene_truths
-
-    truths = find_scene_truths(data, split)
-    if truths is None:
-        return None
-    return corpus_grounded_precision({p.record.image_id: p.caption for p in predictions}, truths)
