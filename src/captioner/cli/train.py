@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from captioner.cli._common import apply_overrides, print_json
 

@@ -13,7 +13,6 @@ import logging
 import math
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
