@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--beams", default="1,3,5")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-repeat-ngram", type=int, default=None, help="override the model's n-gram blocking")
+    parser.add_argument("--length-penalties", default=None,
+                        help="comma-separated GNMT alphas to try at each beam size (default: the model's)")
     parser.add_argument("--write-metrics", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -60,10 +62,14 @@ def main() -> None:
     references = {r.image_id: list(r.captions) for r in records}
     table = {}
     subset_scores = None
-    for beam in (int(b) for b in args.beams.split(",")):
+    penalties = [float(a) for a in args.length_penalties.split(",")] if args.length_penalties else [None]
+    runs = [(int(b), a) for b in args.beams.split(",") for a in penalties]
+    for beam, alpha in runs:
         settings = captioner.default_settings(beam)
         if args.no_repeat_ngram is not None:
             settings = dataclasses.replace(settings, no_repeat_ngram_size=args.no_repeat_ngram)
+        if alpha is not None:
+            settings = dataclasses.replace(settings, length_penalty=alpha)
         started = time.perf_counter()
         decoded = []
         for start in range(0, len(regions), 100):
@@ -71,10 +77,11 @@ def main() -> None:
         seconds = time.perf_counter() - started
         candidates = {r.image_id: " ".join(captioner.vocabulary.decode(d.token_ids)) for r, d in zip(records, decoded)}
         scores = score_captions(references, candidates).corpus
-        table[f"beam {beam}"] = {name: scores[name] for name in METRICS}
-        print(f"beam {beam} ({seconds:.0f} s): " + "  ".join(
+        label = f"beam {beam}" if alpha is None else f"beam {beam}, length penalty {alpha}"
+        table[label] = {name: scores[name] for name in METRICS}
+        print(f"{label} ({seconds:.0f} s): " + "  ".join(
             f"{name} {'n/a' if scores[name] is None else f'{scores[name]:.4f}'}" for name in METRICS))
-        if beam == 3:
+        if beam == 3 and alpha is None:
             first = [r.image_id for r in records[:SUBSET]]
             subset = score_captions({i: references[i] for i in first}, {i: candidates[i] for i in first}, meteor=False)
             subset_scores = {name: subset.corpus[name] for name in METRICS if subset.corpus[name] is not None}
