@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--limit", type=int, default=0, help="only the first N images")
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--results", help="COCO results JSON to write (default: RUN_DIR/results_<split>_beam<K>.json)")
+    parser.add_argument("--results", help="COCO results JSON to write (default: RUN_DIR/results_<split>_beam<K>.json; "
+                        "the working directory for a shipped model)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR even where Java is present")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--device", default="auto")
@@ -48,9 +49,7 @@ def run(args: argparse.Namespace) -> int:
     summary = {name: evaluation.metrics.get(name) for name in METRIC_ORDER}
     if "grounded_precision" in evaluation.metrics:
         summary["grounded_precision"] = evaluation.metrics["grounded_precision"]
-    results_path = Path(args.results) if args.results else Path(captioner.source) / f"results_{args.split}_beam{args.beam_size}.json"
-    if not args.results and not _writable(results_path.parent):
-        results_path = Path(f"results_{args.split}_beam{args.beam_size}.json")
+    results_path = Path(args.results) if args.results else _default_results_path(captioner.source, args)
     results_path.write_text(json.dumps(results_json(evaluation.predictions), indent=1) + "\n", encoding="utf-8")
     images = len(evaluation.predictions)
     if args.json:
@@ -60,12 +59,21 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.split}: {images} images, beam {args.beam_size}" +
               (f" ({len(evaluation.skipped)} unreadable images skipped)" if evaluation.skipped else ""))
         for name, value in summary.items():
-            print(f"  {name:<20} {'n/a (needs Java and pycocoevalcap)' if value is None else f'{value:.4f}'}")
+            missing = "skipped (--no-meteor)" if args.no_meteor else "n/a (needs Java and pycocoevalcap)"
+            print(f"  {name:<20} {missing if value is None else f'{value:.4f}'}")
         print(f"captions written to {results_path}")
     return 0
 
 
-def _writable(directory: Path) -> bool:
+def _default_results_path(source: str, args: argparse.Namespace) -> Path:
+    """Beside the run's weights; in the working directory for a shipped model (the package's
+    folder is no place for user files) or a run directory we may not write to."""
     import os
 
-    return directory.is_dir() and os.access(directory, os.W_OK)
+    from captioner.pretrained import PRETRAINED_DIR
+
+    name = f"results_{args.split}_beam{args.beam_size}.json"
+    run_dir = Path(source).resolve()
+    if PRETRAINED_DIR in run_dir.parents or not os.access(run_dir, os.W_OK):
+        return Path(name)
+    return run_dir / name
