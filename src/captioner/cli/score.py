@@ -16,6 +16,7 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
+from captioner.data.readers import read_json
 from captioner.errors import DatasetFormatError
 
 _METRICS_HELP = "BLEU-1..4, METEOR (needs Java), ROUGE-L, CIDEr (CIDEr-D)"
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 def read_references(path: Path, split: str | None = None) -> dict[Hashable, list[str]]:
     """``{image_id: [caption, ...]}`` from a COCO annotation file or a dataset."""
     if path.is_file() and path.suffix == ".json":
-        data = _read_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and "annotations" in data:
             return _coco_references(path, data)
         if not _looks_like_karpathy(data):
@@ -98,7 +99,7 @@ def _looks_like_karpathy(data: Any) -> bool:
 
 def read_results(path: Path) -> dict[Hashable, str]:
     """``{image_id: caption}`` from a COCO results file, rejecting duplicate image ids."""
-    data = _read_json(path)
+    data = read_json(path)
     if not isinstance(data, list):
         raise DatasetFormatError(
             f'{path} is not a COCO results file: expected a list of {{"image_id", "caption"}}'
@@ -150,27 +151,6 @@ def _image_and_caption(path: Path, index: int, entry: Any, kind: str) -> tuple[H
 
 def _is_id(value: Any) -> bool:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DatasetFormatError(f"{path} does not exist; check the path") from None
-    except OSError as error:
-        raise DatasetFormatError(f"cannot read {path}: {error.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise DatasetFormatError(
-            f"{path} is not valid UTF-8 (bad byte at offset {error.start}); save it as UTF-8"
-        ) from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise DatasetFormatError(
-            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
-        ) from None
 
 
 def _check_ids(

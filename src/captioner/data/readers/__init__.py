@@ -25,6 +25,7 @@ __all__ = [
     "detect_format",
     "load_records",
     "normalize_split",
+    "read_json",
 ]
 
 FORMATS: dict[str, str] = {

@@ -77,7 +77,7 @@ def read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as error:
         raise DatasetFormatError(
-            f"{path} is not valid JSON ({error.msg} at line {error.lineno} column {error.colno}); "
+            f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
             "fix or re-download the file"
         ) from None
 
