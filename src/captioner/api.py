@@ -11,7 +11,6 @@ A picture that cannot be read gives a result with ``error`` set; the others are 
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from captioner.data.images import load_rgb_image, load_rgb_image_bytes
+from captioner.data.images import load_rgb_image, load_rgb_image_bytes, rgb_image
 from captioner.data.readers import load_records
 from captioner.data.scenes.checker import corpus_grounded_precision
 from captioner.data.scenes.truth import find_scene_truths
@@ -216,9 +215,7 @@ def _describe(image: ImageInput, index: int) -> str:
 
 def _open(image: ImageInput, source: str) -> Image.Image:
     if isinstance(image, Image.Image):
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG")
-        return load_rgb_image_bytes(buffer.getvalue(), source)
+        return rgb_image(image, source)
     if isinstance(image, bytes):
         return load_rgb_image_bytes(image, source)
     return load_rgb_image(image)

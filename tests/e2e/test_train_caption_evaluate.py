@@ -131,3 +131,18 @@ def test_evaluate_skips_an_unreadable_image_and_scores_the_rest(tiny_run, tiny_s
     summary = json.loads(captured.out)
     assert summary["images"] == 39 and summary["skipped"] == 1
     assert len(json.loads((tmp_path / "r.json").read_text())) == 39
+
+
+def test_python_api_takes_pil_images_in_any_mode(tiny_run, tiny_scenes):
+    from PIL import Image
+
+    from captioner.api import Captioner
+
+    captioner = Captioner.from_pretrained(tiny_run)
+    path = sorted((tiny_scenes / "images" / "test").glob("*.png"))[0]
+    (from_path,) = captioner.caption(path)
+    picture = Image.open(path).convert("RGB")
+    results = captioner.caption([picture, picture.convert("CMYK"), picture.convert("RGBA")])
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert results[0].caption == from_path.caption and results[2].caption == from_path.caption
+    assert [r.source for r in results] == ["<image 0>", "<image 1>", "<image 2>"]

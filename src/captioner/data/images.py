@@ -130,6 +130,16 @@ def _read(source: BinaryIO, name: str) -> Image.Image:
         raise BadImageError(f"cannot read image {name}: {_reason_and_fix(error, source)}") from None
 
 
+def rgb_image(image: Image.Image, name: str) -> Image.Image:
+    """An in-memory picture as RGB by the same rules as the file loaders (no EXIF rotation:
+    the caller's pixels are taken as they are), or ``BadImageError``."""
+    try:
+        _refuse_bombs(image)
+        return _to_rgb(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
+        raise BadImageError(f"cannot read image {name}: {error}") from None
+
+
 def load_rgb_image(path: str | Path) -> Image.Image:
     """Open ``path`` as an upright RGB picture at its own size, or raise ``BadImageError``."""
     path = Path(path)
