@@ -56,6 +56,22 @@ class OptimConfig:
     label_smoothing: float = 0.0
     early_stopping_patience: int = 5
     """Stop after this many epochs without a better validation score (0 turns it off)."""
+    objective: str = "cross_entropy"
+    """"cross_entropy" (teacher forcing) or "self_critical" (CIDEr-D reward; see ``scst``).
+    Self-critical training starts from a trained model: set ``init_from``."""
+
+
+@dataclass
+class SelfCriticalConfig:
+    """Self-critical sequence training (``optim.objective = "self_critical"``)."""
+
+    samples: int = 5
+    """Captions sampled per image each step."""
+    baseline: str = "mean"
+    """"mean" (of the image's other samples) or "greedy" (the greedy caption's reward)."""
+    max_words: int = 16
+    """Longest sampled caption."""
+    temperature: float = 1.0
 
 
 @dataclass
@@ -77,6 +93,10 @@ class RunConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    scst: SelfCriticalConfig = field(default_factory=SelfCriticalConfig)
+    init_from: str | None = None
+    """A run directory whose weights (and vocabulary) this run starts from, e.g. the
+    cross-entropy run that self-critical training fine-tunes."""
     seed: int = 0
     device: str = "auto"
     """"auto" uses CUDA when present, else CPU."""

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from captioner.data.batches import CaptionTrainingSet, collate_captions, make_loader
+from captioner.data.batches import CaptionTrainingSet, ImageSet, collate_captions, collate_images, make_loader
 from captioner.data.readers import load_records
 from captioner.data.records import CaptionRecord
 from captioner.data.text import Vocabulary, tokenize_caption
@@ -30,12 +30,13 @@ from captioner.encoders.base import Encoder
 from captioner.encoders.cache import FeatureCache
 from captioner.encoders.registry import build_encoder
 from captioner.errors import CheckpointError, ConfigError
+from captioner.metrics.cider_reward import CiderDReward
 from captioner.models.attention import doubly_stochastic_penalty
 from captioner.models.captioning import CaptioningModel
 from captioner.models.decoder import ShowAttendTellDecoder
 from captioner.training import checkpoint
 from captioner.training.config import RunConfig
-from captioner.training.evaluation import caption_records, score_predictions
+from captioner.training.evaluation import caption_records, score_predictions, search_tokens
 from captioner.training.inputs import (
     CachedInput,
     InputKind,
@@ -43,6 +44,9 @@ from captioner.training.inputs import (
     records_in_cache,
     regions_from_inputs,
 )
+from captioner.training.self_critical import self_critical_loss
+
+OBJECTIVES = ("cross_entropy", "self_critical")
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,24 @@ def restore_model(loaded: checkpoint.LoadedRun) -> CaptioningModel:
         model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=True)
         checkpoint.load_state_strict(model.decoder, checkpoint.decoder_weights(loaded.weights), source)
     return model
+
+
+def load_initial_weights(model: CaptioningModel, config: RunConfig) -> checkpoint.LoadedRun:
+    """Start from ``config.init_from``'s weights; its encoder settings must be this run's."""
+    loaded = checkpoint.load_run(config.init_from)
+    for name in ("name", "layer", "image_size"):
+        if getattr(loaded.config.encoder, name) != getattr(config.encoder, name):
+            raise ConfigError(
+                f"init_from {config.init_from} was trained with encoder {name}="
+                f"{getattr(loaded.config.encoder, name)!r} but this run asks for "
+                f"{getattr(config.encoder, name)!r}"
+            )
+    source = loaded.run_dir / checkpoint.WEIGHTS_FILE
+    if checkpoint.has_encoder_weights(loaded.weights):
+        checkpoint.load_state_strict(model, loaded.weights, source)
+    else:
+        checkpoint.load_state_strict(model.decoder, checkpoint.decoder_weights(loaded.weights), source)
+    return loaded
 
 
 @dataclass
@@ -214,7 +236,20 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
 
-    vocabulary = Vocabulary.load(run_dir / checkpoint.VOCAB_FILE) if resume else None
+    if config.optim.objective not in OBJECTIVES:
+        raise ConfigError(f"optim.objective must be one of {', '.join(OBJECTIVES)}, not {config.optim.objective!r}")
+    self_critical = config.optim.objective == "self_critical"
+    if self_critical and not config.init_from:
+        raise ConfigError(
+            "self-critical training fine-tunes a trained model: set init_from to a cross-entropy run directory"
+        )
+    if resume:
+        vocabulary: Vocabulary | None = Vocabulary.load(run_dir / checkpoint.VOCAB_FILE)
+    elif config.init_from:
+        # The starting weights fix the vocabulary: its rows are the decoder's output layer.
+        vocabulary = checkpoint.load_run(config.init_from).vocabulary
+    else:
+        vocabulary = None
     if resume:
         saved = checkpoint.read_json(run_dir / checkpoint.CONFIG_FILE, "config")
         if saved != config.to_dict():
@@ -228,19 +263,33 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     data = prepare_data(config, encoder.preprocess, vocabulary)
     vocabulary = data.vocabulary
     torch.manual_seed(config.seed)
-    model = build_model(config, vocabulary, encoder=encoder).to(device)
+    model = build_model(config, vocabulary, encoder=encoder)
+    if config.init_from and not resume:
+        load_initial_weights(model, config)
+    model = model.to(device)
     if data.input_kind is not InputKind.PIXELS:
         # Regions come from the cache: an encoder on the GPU would be dead weight in memory.
         model.encoder.requires_grad_(data.input_kind is InputKind.TRUNK and config.encoder.fine_tune_blocks > 0)
 
-    dataset = CaptionTrainingSet(
-        data.train_records,
-        vocabulary,
-        data.train_input,
-        captions_per_image=config.data.captions_per_image,
-        max_length=config.data.max_caption_words,
-        seed=config.seed,
-    )
+    reward: CiderDReward | None = None
+    if self_critical:
+        # One example per image; its references are the reward's targets.
+        dataset = ImageSet(data.train_records, data.train_input)
+        collate = collate_images
+        reward = CiderDReward({r.image_id: [tokenize_caption(c) for c in r.captions] for r in data.train_records})
+    else:
+        dataset = CaptionTrainingSet(
+            data.train_records,
+            vocabulary,
+            data.train_input,
+            captions_per_image=config.data.captions_per_image,
+            max_length=config.data.max_caption_words,
+            seed=config.seed,
+        )
+        collate = collate_captions
+    tokens = search_tokens(vocabulary)
+    tracked_name = "reward" if self_critical else "cross_entropy"
+    history_key = "train_reward" if self_critical else "train_loss"
     optimizer = make_optimizer(model, config)
     steps_per_epoch = math.ceil(len(dataset) / config.optim.batch_size)
     total_steps = steps_per_epoch * config.optim.epochs
@@ -274,9 +323,31 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         len(data.train_records), len(dataset), steps_per_epoch, len(data.val_records), len(vocabulary), device,
     )
 
+    def validate() -> tuple[dict[str, float], list[str]]:
+        predictions = caption_records(
+            model, data.val_records, data.val_input, data.input_kind, vocabulary, settings, device,
+            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, progress=progress,
+        )
+        scores = score_predictions(predictions, meteor=False)
+        metrics = {k: v for k, v in scores.corpus.items() if v is not None}
+        return metrics, [p.caption for p in predictions]
+
+    def keep_if_best(epoch: int, metrics: dict[str, float], images: int) -> dict:
+        state.update(best_score=metrics[config.eval.metric], best_epoch=epoch, epochs_without_gain=0)
+        best = {"split": config.data.val_split, "epoch": epoch, "images": images, "decoding": settings.__dict__, **metrics}
+        checkpoint.save_run(run_dir, config, vocabulary, model, best)
+        return best
+
     best_metrics: dict = checkpoint.read_json(run_dir / checkpoint.METRICS_FILE, "metrics") if resume and (run_dir / checkpoint.METRICS_FILE).exists() else {}
+    if config.init_from and not resume:
+        # Score the starting weights, so "epoch 0" is the bar fine-tuning has to clear.
+        metrics, captions = validate()
+        with history_path.open("a", encoding="utf-8") as history:
+            history.write(json.dumps({"epoch": 0, "step": 0, "init_from": config.init_from, "val": metrics,
+                                      "val_examples": captions[:3]}) + "\n")
+        log.info("starting weights from %s: val %s %.4f", config.init_from, config.eval.metric, metrics[config.eval.metric])
+        best_metrics = keep_if_best(0, metrics, len(captions))
     for epoch in range(state["epoch"] + 1, config.optim.epochs + 1):
-        dataset.set_epoch(epoch)
         loader = make_loader(
             dataset,
             batch_size=config.optim.batch_size,
@@ -284,7 +355,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             seed=config.seed,
             num_workers=config.data.num_workers,
             epoch=epoch,
-            collate_fn=collate_captions,
+            collate_fn=collate,
         )
         model.train()
         epoch_started = time.time()
@@ -297,7 +368,18 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             batch = batch.to(device)
             with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
                 regions = regions_from_inputs(model, batch.inputs, data.input_kind)
-                loss, cross_entropy = caption_loss(model, regions, batch.captions, vocabulary.pad_id, config)
+                if reward is not None:
+                    keys = [data.train_records[i].image_id for i in batch.record_indices.tolist()]
+                    scst = config.scst
+                    outcome = self_critical_loss(
+                        model.decoder, regions.float(), keys, reward, vocabulary, tokens,
+                        samples=scst.samples, baseline=scst.baseline, max_length=scst.max_words,
+                        temperature=scst.temperature,
+                    )
+                    loss, tracked = outcome.loss, torch.tensor(outcome.mean_reward)
+                else:
+                    loss, tracked = caption_loss(model, regions, batch.captions, vocabulary.pad_id, config)
+                    tracked = tracked.detach()
             if not torch.isfinite(loss):
                 log.warning("non-finite loss at step %d: batch skipped", state["step"])
                 optimizer.zero_grad(set_to_none=True)
@@ -318,49 +400,37 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             else:
                 optimizer.step()
             state["step"] += 1
-            running_loss += cross_entropy.item() * batch.captions.size(0)
-            running_count += batch.captions.size(0)
-            bar.set_postfix(loss=f"{running_loss / running_count:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-            writer.add_scalar("train/cross_entropy", cross_entropy.item(), state["step"])
+            examples = len(batch)
+            running_loss += tracked.item() * examples
+            running_count += examples
+            bar.set_postfix({tracked_name: f"{running_loss / running_count:.3f}", "lr": f"{optimizer.param_groups[0]['lr']:.2e}"})
+            writer.add_scalar(f"train/{tracked_name}", tracked.item(), state["step"])
             writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state["step"])
         train_seconds = time.time() - epoch_started
 
-        predictions = caption_records(
-            model, data.val_records, data.val_input, data.input_kind, vocabulary, settings, device,
-            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, progress=progress,
-        )
-        scores = score_predictions(predictions, meteor=False)
-        metrics = {k: v for k, v in scores.corpus.items() if v is not None}
+        metrics, captions = validate()
         score = metrics[config.eval.metric]
         entry = {
             "epoch": epoch,
             "step": state["step"],
-            "train_loss": running_loss / max(1, running_count),
+            history_key: running_loss / max(1, running_count),
             "train_seconds": round(train_seconds, 2),
             "val": metrics,
-            "val_examples": [p.caption for p in predictions[:3]],
+            "val_examples": captions[:3],
         }
         with history_path.open("a", encoding="utf-8") as history:
             history.write(json.dumps(entry) + "\n")
         for name, value in metrics.items():
             writer.add_scalar(f"val/{name}", value, epoch)
-        writer.add_scalar("train/epoch_loss", entry["train_loss"], epoch)
+        writer.add_scalar(f"train/epoch_{tracked_name}", entry[history_key], epoch)
         log.info(
-            "epoch %d: loss %.3f, val %s %.4f, BLEU-4 %.4f (%.0fs) e.g. %r",
-            epoch, entry["train_loss"], config.eval.metric, score, metrics.get("BLEU-4", float("nan")),
-            train_seconds, entry["val_examples"][0] if predictions else "",
+            "epoch %d: %s %.3f, val %s %.4f, BLEU-4 %.4f (%.0fs) e.g. %r",
+            epoch, tracked_name.replace("_", "-"), entry[history_key], config.eval.metric, score,
+            metrics.get("BLEU-4", float("nan")), train_seconds, captions[0] if captions else "",
         )
 
         if score > state["best_score"]:
-            state.update(best_score=score, best_epoch=epoch, epochs_without_gain=0)
-            best_metrics = {
-                "split": config.data.val_split,
-                "epoch": epoch,
-                "images": len(predictions),
-                "decoding": settings.__dict__,
-                **metrics,
-            }
-            checkpoint.save_run(run_dir, config, vocabulary, model, best_metrics)
+            best_metrics = keep_if_best(epoch, metrics, len(captions))
         else:
             state["epochs_without_gain"] += 1
         state["epoch"] = epoch
