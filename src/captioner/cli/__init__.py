@@ -27,6 +27,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "score",
     "export",
+    "serve",
 )
 
 
