@@ -6,9 +6,10 @@ Sends a fixed number of requests, ``--concurrency`` at a time, in ``--rounds`` e
 mixing by a fixed pattern: good photos (multipart and base64 JSON), text files, truncated JPEGs,
 bodies over the size limit (declared, and chunked without a length), pictures over the pixel
 limit, broken base64, uploads that stall and then disconnect, and clients that disconnect while
-their caption is being made. Reports counts by outcome and status, server errors (5xx other than
-503; target 0), 503s (queue full, by design) separately, and the server's resident memory
-(VmRSS) after warm-up and after every round (target: flat). Writes
+their caption is being made; then a burst of ``--burst`` good requests at once, more than the
+queue holds. Reports counts by outcome and status, server errors (5xx other than 503; target
+0), 503s (queue full, by design) separately, and the server's resident memory (VmRSS) after
+warm-up, after every round and after the burst (target: flat). Writes
 benchmarks/results/serve_soak.json. The run is bounded by ``--requests``; each request by the
 server's time limit.
 """
@@ -126,7 +127,8 @@ async def one_request(kind: str, index: int, client: httpx.AsyncClient, url: str
     return kind, str(response.status_code)
 
 
-async def soak(server: ServerProcess, requests: int, concurrency: int, rounds: int, seed: int) -> dict:
+async def soak(server: ServerProcess, requests: int, concurrency: int, rounds: int, seed: int,
+               burst_size: int) -> dict:
     data = payloads()
     rng = random.Random(seed)
     kinds = [kind for kind, weight in MIX for _ in range(weight)]
@@ -136,9 +138,11 @@ async def soak(server: ServerProcess, requests: int, concurrency: int, rounds: i
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     memory = []
     async with httpx.AsyncClient(limits=limits, timeout=60) as client:
-        # Warm-up with good photos so that the first memory figure is the steady state's start.
-        await asyncio.gather(*(one_request("good_multipart", i, client, server.url, server.port, data, rng)
-                               for i in range(2 * concurrency)))
+        # Warm-up with good photos at both beam sizes the soak uses, so that the first memory
+        # figure is the start of the steady state rather than of the allocator's growth.
+        for kind in ("good_multipart", "good_json", "good_multipart", "good_json"):
+            await asyncio.gather(*(one_request(kind, i, client, server.url, server.port, data, rng)
+                                   for i in range(concurrency)))
         memory.append({"after": "warm-up", "requests": 0, "rss_mb": round(rss_mb(server.pid), 1)})
         semaphore = asyncio.Semaphore(concurrency)
 
@@ -159,12 +163,27 @@ async def soak(server: ServerProcess, requests: int, concurrency: int, rounds: i
                            "rss_mb": round(rss_mb(server.pid), 1), "elapsed_s": round(time.monotonic() - started, 1)})
             print(f"  {done}/{requests} requests, server RSS {memory[-1]['rss_mb']} MB", flush=True)
         elapsed = time.monotonic() - started
-    def is_status(outcome: str) -> bool:
-        return outcome.isdigit()
+    # Overload: more good requests at once than the queue holds; the excess must get 503 at once
+    # (not time out, not crash), the rest their captions.
+    burst: Counter = Counter()
+    if burst_size:
+        burst_limits = httpx.Limits(max_connections=burst_size, max_keepalive_connections=burst_size)
+        async with httpx.AsyncClient(limits=burst_limits, timeout=60) as client:
+            for _, outcome in await asyncio.gather(*(one_request("good_multipart", i, client, server.url, server.port,
+                                                                 data, rng) for i in range(burst_size))):
+                burst[outcome] += 1
+        memory.append({"after": "burst", "requests": requests + burst_size, "rss_mb": round(rss_mb(server.pid), 1)})
+        print(f"  burst of {burst_size}: {dict(burst)}, server RSS {memory[-1]['rss_mb']} MB", flush=True)
 
-    server_errors = sum(n for o, n in outcomes.items() if is_status(o) and int(o) >= 500 and o != "503")
+    def status(outcome: str) -> int | None:
+        # "413" from httpx, "answered 413" from the hand-made clients; None for hang-ups.
+        last = outcome.split()[-1]
+        return int(last) if last.isdigit() else None
+
+    every = outcomes + burst
+    server_errors = sum(n for o, n in every.items() if (status(o) or 0) >= 500 and status(o) != 503)
     unexpected = {kind: {o: n for o, n in counts.items()
-                         if kind in EXPECTED and is_status(o) and int(o) not in EXPECTED[kind] and o != "503"}
+                         if kind in EXPECTED and status(o) is not None and status(o) not in EXPECTED[kind] | {503}}
                   for kind, counts in by_kind.items()}
     return {
         "requests": requests,
@@ -173,8 +192,9 @@ async def soak(server: ServerProcess, requests: int, concurrency: int, rounds: i
         "outcomes": dict(sorted(outcomes.items())),
         "by_kind": {kind: dict(sorted(counts.items())) for kind, counts in by_kind.items()},
         "server_errors_5xx_not_503": server_errors,
-        "queue_full_503": outcomes.get("503", 0),
+        "queue_full_503": sum(n for o, n in every.items() if status(o) == 503),
         "unexpected_statuses": {k: v for k, v in unexpected.items() if v},
+        "burst": {"requests": burst_size, "outcomes": dict(sorted(burst.items()))},
         "memory": memory,
     }
 
@@ -186,6 +206,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="torch threads in the server")
     parser.add_argument("--max-queue", type=int, default=16)
+    parser.add_argument("--burst", type=int, default=64, help="good requests sent at once at the end (meets 503)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_soak.json"))
@@ -199,7 +220,7 @@ def main() -> None:
         server_args += ["--checkpoint", args.checkpoint]
     log = Path(args.out).with_suffix(".server.log")
     with ServerProcess(server_args, log_path=log) as server:
-        result = asyncio.run(soak(server, args.requests, args.concurrency, args.rounds, args.seed))
+        result = asyncio.run(soak(server, args.requests, args.concurrency, args.rounds, args.seed, args.burst))
         result["server_alive_at_end"] = server.alive() and server.health()["status"] == "ok"
         result["server_batches"] = server.health()["batches"]
     rss = [m["rss_mb"] for m in result["memory"]]
@@ -207,7 +228,7 @@ def main() -> None:
     report = {"machine": machine, "command": " ".join(sys.argv), "server_args": server_args, **result}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
-    summary = ("outcomes", "server_errors_5xx_not_503", "queue_full_503", "unexpected_statuses",
+    summary = ("outcomes", "server_errors_5xx_not_503", "queue_full_503", "unexpected_statuses", "burst",
                "rss_mb_start_end_max", "server_alive_at_end")
     print(json.dumps({key: report[key] for key in summary}, indent=1))
     print(f"wrote {args.out}")
