@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -179,7 +180,10 @@ def test_the_page_is_an_accessible_upload_form(client):
     assert "default-src 'self'" in response.headers["content-security-policy"]
     for asset in ("/static/app.js", "/static/style.css"):
         assert client.get(asset).status_code == 200, asset
-    assert "http" not in client.get("/static/app.js").text.replace("http://", "")  # no CDN
+    # Offline: everything the page loads comes from this server.
+    links = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert links and all(link.startswith("/") for link in links), links
+    assert "://" not in client.get("/static/app.js").text
 
 
 # --- batching, queue limits, timeouts and failures, with a stand-in model call ---------------
@@ -272,7 +276,7 @@ def test_a_failing_forward_pass_fails_only_its_requests(tiny_captioner, make_png
 def test_a_caption_not_ready_in_time_is_504_and_leaves_the_queue(tiny_captioner, make_png):
     model = SlowModel(tiny_captioner)
     model.release.clear()
-    app = create_app(tiny_captioner, ServerSettings(max_batch=1, request_timeout_s=0.5, batch_window_ms=0),
+    app = create_app(tiny_captioner, ServerSettings(max_batch=1, request_timeout_s=1.0, batch_window_ms=0),
                      run_batch=model)
     with TestClient(app) as client, ThreadPoolExecutor(1) as pool:
         stuck = pool.submit(upload, client, make_png())

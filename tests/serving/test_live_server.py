@@ -66,7 +66,7 @@ def test_a_slow_upload_does_not_block_other_clients(live_server, make_png):
 
 
 def test_an_upload_that_stalls_past_the_time_limit_is_408(tiny_captioner, serve_in_thread, make_png):
-    app = create_app(tiny_captioner, ServerSettings(request_timeout_s=1.0))
+    app = create_app(tiny_captioner, ServerSettings(request_timeout_s=2.0))
     photo = make_png()
     with serve_in_thread(app) as server:
         stalled = raw_request(server.port, photo[:50], declared=len(photo))
