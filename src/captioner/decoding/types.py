@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -29,6 +30,27 @@ class DecodedCaption:
     """(len(token_ids), R): where the decoder looked for each word."""
     finished: bool
     """False when the caption hit ``max_length`` without emitting <end>."""
+    constraint_met: bool | None = None
+    """For a constrained search: whether the caption contains a constraint token (None when
+    the image had no constraint)."""
+    constraint_position: int | None = None
+    """Index in ``token_ids`` of the token that met the constraint."""
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """The caption must contain one of ``token_ids`` (a disjunctive constraint).
+
+    ``once_ids`` may not be written after the constraint is met: stand-in words that are
+    replaced in the text (see ``captioner.guidance``) would otherwise show up a second time
+    under their own name, and a guide may rule out words that would contradict its word.
+    """
+
+    token_ids: tuple[int, ...]
+    once_ids: tuple[int, ...] = ()
+    within: int | None = None
+    """The constraint token must be one of the caption's first ``within`` words (None: anywhere);
+    a guided animal is the caption's subject, not an afterthought at its end."""
 
 
 def banned_mask(vocab_size: int, banned_ids: tuple[int, ...], device: torch.device) -> torch.Tensor:
@@ -41,9 +63,15 @@ def banned_mask(vocab_size: int, banned_ids: tuple[int, ...], device: torch.devi
 
 @dataclass(frozen=True)
 class DecodeSettings:
-    """How to search: ``beam_size`` 1 is greedy decoding."""
+    """How to search: ``beam_size`` 1 is greedy decoding.
+
+    ``constraint_margin`` applies to images decoded with a ``Constraint``: the best caption that
+    meets it replaces the ordinary caption unless its length-normalised log-probability is more
+    than this below the ordinary caption's (``inf``: always replace it).
+    """
 
     beam_size: int = 3
     max_length: int = 20
     length_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
+    constraint_margin: float = math.inf
