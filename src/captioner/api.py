@@ -7,6 +7,8 @@
         print(result.source, result.caption, result.attention.shape)
 
 A picture that cannot be read gives a result with ``error`` set; the others are still captioned.
+Each result also carries the encoder's ImageNet labels, and - where the classifier is confident -
+the caption names what it sees (``guided_by``; ``caption(..., guidance=False)`` turns it off).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from captioner.data.scenes.truth import find_scene_truths
 from captioner.data.text import Vocabulary
 from captioner.decoding import DecodeSettings, decode
 from captioner.errors import BadImageError, CheckpointError
+from captioner.guidance import Guide, ImageGuidance, Label
 from captioner.models.captioning import CaptioningModel
 from captioner.pretrained import resolve_pretrained
 from captioner.training import checkpoint
@@ -51,6 +54,13 @@ class CaptionResult:
     error: str | None = None
     image_size: tuple[int, int] | None = None
     """(width, height) of the picture as loaded, after EXIF rotation."""
+    labels: list[Label] = field(default_factory=list)
+    """The encoder's top-5 ImageNet categories: ``label`` (as torchvision names it), ``word`` (its
+    plain caption word, None for worn things such as a jersey) and ``confidence``; empty for
+    encoders without an ImageNet classifier."""
+    guided_by: str | None = None
+    """The classifier's word that the caption was made to name, or None (not confident enough,
+    guidance off, or naming it would have needed a caption the model could not write)."""
 
     @property
     def ok(self) -> bool:
@@ -63,6 +73,8 @@ class CaptionResult:
             return values
         values["score"] = self.score
         values["words"] = self.words
+        values["labels"] = [label.to_dict() for label in self.labels]
+        values["guided_by"] = self.guided_by
         if include_attention and self.attention is not None:
             values["attention"] = np.round(self.attention, 5).tolist()
         return values
@@ -85,6 +97,11 @@ class Captioner:
         self.source = source
         self.metrics = metrics or {}
         self._tokens = search_tokens(vocabulary)
+        # None for encoders without an ImageNet classifier: captions are then never guided and
+        # carry no labels.
+        self.guide = Guide.for_model(
+            self.model.encoder, self.grid_size, vocabulary, threshold=config.eval.guidance_threshold
+        )
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path | None = None, device: str = "auto") -> Captioner:
@@ -100,11 +117,13 @@ class Captioner:
         return self.model.encoder.grid_size(self.config.encoder.image_size)
 
     def default_settings(self, beam_size: int = 3) -> DecodeSettings:
+        margin = self.config.eval.guidance_margin
         return DecodeSettings(
             beam_size=beam_size,
             max_length=self.config.data.max_caption_words,
             length_penalty=self.config.eval.length_penalty,
             no_repeat_ngram_size=self.config.eval.no_repeat_ngram_size,
+            constraint_margin=float("inf") if margin is None else margin,
         )
 
     def caption(
@@ -115,8 +134,13 @@ class Captioner:
         length_penalty: float | None = None,
         no_repeat_ngram_size: int | None = None,
         batch_size: int = 16,
+        guidance: bool | None = None,
     ) -> list[CaptionResult]:
-        """Caption one picture or many; one result per input, in order."""
+        """Caption one picture or many; one result per input, in order.
+
+        ``guidance`` (default: the model's ``eval.guidance``) makes a caption name what the
+        encoder's ImageNet classifier confidently sees; labels are returned either way.
+        """
         if isinstance(images, (str, Path, bytes, Image.Image)):
             images = [images]
         settings = self.default_settings(beam_size)
@@ -125,10 +149,12 @@ class Captioner:
             max_length=max_length or settings.max_length,
             length_penalty=settings.length_penalty if length_penalty is None else length_penalty,
             no_repeat_ngram_size=settings.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size,
+            constraint_margin=settings.constraint_margin,
         )
+        guide = self.config.eval.guidance if guidance is None else guidance
         results: list[CaptionResult] = []
         for start in range(0, len(images), batch_size):
-            results.extend(self._caption_batch(images[start : start + batch_size], start, settings))
+            results.extend(self._caption_batch(images[start : start + batch_size], start, settings, guide))
         return results
 
     def evaluate(
@@ -140,8 +166,10 @@ class Captioner:
         batch_size: int = 50,
         meteor: bool | str = "auto",
         progress: bool = True,
+        guidance: bool | None = None,
     ) -> Evaluation:
-        """Caption every readable image of a split and score the captions against its references."""
+        """Caption every readable image of a split and score the captions against its references
+        (guided as ``caption`` is, unless ``guidance`` says otherwise)."""
         records = load_records(data, split=split)
         if limit:
             records = records[:limit]
@@ -157,6 +185,7 @@ class Captioner:
             self.model, readable, PixelInput(self.model.encoder.preprocess), InputKind.PIXELS,
             self.vocabulary, self.default_settings(beam_size), self.device,
             batch_size=batch_size, progress=progress,
+            guide=self.guide if (self.config.eval.guidance if guidance is None else guidance) else None,
         )
         metrics: dict[str, float | None] = dict(score_predictions(predictions, meteor=meteor).corpus)
         truths = find_scene_truths(data, split)
@@ -166,7 +195,7 @@ class Captioner:
         return Evaluation(split, beam_size, predictions, metrics, skipped)
 
     def _caption_batch(
-        self, images: Sequence[ImageInput], offset: int, settings: DecodeSettings
+        self, images: Sequence[ImageInput], offset: int, settings: DecodeSettings, guidance: bool
     ) -> list[CaptionResult]:
         results = []
         pixels = []
@@ -186,9 +215,18 @@ class Captioner:
         grid_h, grid_w = self.grid_size
         with torch.inference_mode():
             regions = self.model.encode(torch.stack(pixels).to(self.device)).float()
-            decoded = decode(self.model.decoder, regions, self._tokens, settings)
-        for result, caption in zip(readable, decoded):
-            result.words = self.vocabulary.decode(caption.token_ids)
+            readings: list[ImageGuidance | None] = [None] * len(readable)
+            if self.guide is not None:
+                readings = list(self.guide.read(regions, guide=guidance))
+            constraints = [None if r is None else r.constraint for r in readings]
+            decoded = decode(self.model.decoder, regions, self._tokens, settings, constraints)
+        for result, caption, reading in zip(readable, decoded, readings):
+            if self.guide is not None and reading is not None:
+                result.words = self.guide.caption_words(caption, reading)
+                result.labels = list(reading.labels)
+                result.guided_by = Guide.guided_by(caption, reading)
+            else:
+                result.words = self.vocabulary.decode(caption.token_ids)
             result.caption = " ".join(result.words)
             result.score = caption.log_prob
             result.attention = caption.alphas.numpy().reshape(len(result.words), grid_h, grid_w)

@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-length", type=int, help="most words per caption")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--attention-dir", help="also write one attention figure per image here")
-    parser.add_argument("--json", action="store_true", help="JSON: caption, score, words per image")
+    parser.add_argument("--json", action="store_true",
+                        help="JSON: caption, score, words, the classifier's top-5 ImageNet labels and guided_by per image")
+    parser.add_argument("--no-guidance", action="store_true",
+                        help="do not make captions name what the encoder's ImageNet classifier sees "
+                        "(labels are still reported with --json)")
     parser.add_argument("--with-attention", action="store_true", help="include attention maps in --json")
     parser.add_argument("--device", default="auto")
     parser.set_defaults(run=run)
@@ -33,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
 
     captioner = Captioner.from_pretrained(args.checkpoint, device=args.device)
     results = captioner.caption(
-        args.images, beam_size=args.beam_size, max_length=args.max_length, batch_size=args.batch_size
+        args.images, beam_size=args.beam_size, max_length=args.max_length, batch_size=args.batch_size,
+        guidance=False if args.no_guidance else None,
     )
     if args.attention_dir:
         from captioner.data.images import load_rgb_image

@@ -84,6 +84,16 @@ class EvalConfig:
     max_images: int = 0
     """Validate on the first N images of the split (0 = all)."""
     batch_size: int = 100
+    guidance: bool = True
+    """Captioning and evaluating photos: make a caption name what the encoder's ImageNet
+    classifier confidently sees (``captioner.guidance``); no effect for encoders without a
+    classifier, nor on validation during training."""
+    guidance_threshold: float = 0.2
+    """Guide only when the classifier's top category, summed with the categories of the same
+    caption word, has at least this probability."""
+    guidance_margin: float | None = None
+    """Keep the unguided caption when the guided one's length-normalised log-probability is
+    more than this lower (None: always take the guided one)."""
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm.auto import tqdm
@@ -18,6 +19,9 @@ from captioner.decoding import DecodedCaption, DecodeSettings, SearchTokens, dec
 from captioner.metrics.score import CaptionScores, score_captions
 from captioner.models.captioning import CaptioningModel
 from captioner.training.inputs import InputKind, regions_from_inputs
+
+if TYPE_CHECKING:
+    from captioner.guidance import Guide
 
 
 def search_tokens(vocabulary: Vocabulary) -> SearchTokens:
@@ -34,6 +38,8 @@ class Prediction:
     record: CaptionRecord
     caption: str
     decoded: DecodedCaption
+    guided_by: str | None = None
+    """The classifier word the caption was made to name (``caption_records(guide=...)``)."""
 
 
 @torch.inference_mode()
@@ -48,7 +54,11 @@ def caption_records(
     batch_size: int = 100,
     num_workers: int = 0,
     progress: bool = True,
+    guide: Guide | None = None,
 ) -> list[Prediction]:
+    """Caption ``records`` in batches; with ``guide``, captions name what the encoder's
+    classifier confidently sees (``captioner.guidance``). Validation during training runs
+    without one, so that checkpoints are chosen on the decoder alone."""
     was_training = model.training
     model.eval()
     loader = torch.utils.data.DataLoader(
@@ -63,9 +73,16 @@ def caption_records(
     for batch in tqdm(loader, desc="captioning", unit="batch", leave=False, disable=not progress):
         inputs = batch.inputs.to(device, non_blocking=True)
         regions = regions_from_inputs(model, inputs, input_kind).float()
-        for index, decoded in zip(batch.record_indices.tolist(), decode(model.decoder, regions, tokens, settings)):
-            caption = " ".join(vocabulary.decode(decoded.token_ids))
-            predictions.append(Prediction(records[index], caption, decoded))
+        readings = guide.read(regions) if guide is not None else [None] * regions.size(0)
+        constraints = [None if r is None else r.constraint for r in readings]
+        decoded_batch = decode(model.decoder, regions, tokens, settings, constraints)
+        for index, decoded, reading in zip(batch.record_indices.tolist(), decoded_batch, readings):
+            if guide is not None and reading is not None:
+                caption = " ".join(guide.caption_words(decoded, reading))
+                predictions.append(Prediction(records[index], caption, decoded, guide.guided_by(decoded, reading)))
+            else:
+                caption = " ".join(vocabulary.decode(decoded.token_ids))
+                predictions.append(Prediction(records[index], caption, decoded))
     model.train(was_training)
     return predictions
 
