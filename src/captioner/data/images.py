@@ -1,19 +1,23 @@
 """Reading any image file a user has into an upright RGB picture, or one clear error.
 
-Owns: opening with Pillow, applying the EXIF orientation, converting every Pillow mode to RGB
-(transparency composited on white, 16-bit and float images scaled rather than clipped), keeping
-Pillow's decompression-bomb limit on (its warning is treated as an error too) and forcing the
-pixel data to load here so that a truncated file fails here, as a ``BadImageError`` naming the
-file. Must not know about encoders: resizing and normalizing for a network is the encoder's
-preprocess, so this module never resizes. There is deliberately no augmentation here, and no
-horizontal flip anywhere in the project: flipping swaps left and right and makes captions such
-as "a dog to the left of a man" false.
+Owns: opening with Pillow (regular files only: a FIFO named like an image must not hang;
+Pillow's warnings about damaged metadata go to the debug log), applying the EXIF orientation,
+converting every Pillow mode to RGB (transparency composited on white, 16-bit and float images
+scaled rather than clipped), keeping Pillow's decompression-bomb limit on (its warning is
+treated as an error too) and forcing the pixel data to load here so that a truncated file fails
+here, as a ``BadImageError`` naming the file. Must not know about encoders: resizing and
+normalizing for a network is the encoder's preprocess, so this module never resizes. There is
+deliberately no augmentation here, and no horizontal flip anywhere in the project: flipping
+swaps left and right and makes captions such as "a dog to the left of a man" false.
 """
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
+import os
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO
@@ -119,12 +123,19 @@ def _refuse_bombs(image: Image.Image) -> None:
 
 def _read(source: BinaryIO, name: str) -> Image.Image:
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(record=True) as caught:
+            # Pillow warns about damaged metadata (e.g. "Truncated File Read" in a TIFF tag) of
+            # files it still decodes; those go to the debug log, not as warnings on the
+            # user's terminal. The bomb warning is the one that must stop the load.
+            warnings.simplefilter("always")
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(source)
             _refuse_bombs(image)
             image.load()
-            return _to_rgb(_upright(image, name)).copy()
+            picture = _to_rgb(_upright(image, name)).copy()
+        for warning in caught:
+            logger.debug("%s: %s", name, warning.message)
+        return picture
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError,
             Image.DecompressionBombWarning, MemoryError) as error:
         raise BadImageError(f"cannot read image {name}: {_reason_and_fix(error, source)}") from None
@@ -140,14 +151,41 @@ def rgb_image(image: Image.Image, name: str) -> Image.Image:
         raise BadImageError(f"cannot read image {name}: {error}") from None
 
 
+def _why_not_opened(error: OSError | ValueError, path: Path) -> str:
+    if isinstance(error, ValueError):  # open() refuses a path with a NUL byte in it
+        return f"not a usable file name ({error}); check the path"
+    if isinstance(error, FileNotFoundError) and path.is_symlink():
+        return f"a broken symbolic link (to {os.readlink(path)}); fix or remove the link"
+    if error.errno == errno.ELOOP:
+        return "a symbolic link loop; fix or remove the link"
+    if isinstance(error, (FileNotFoundError, IsADirectoryError, PermissionError)):
+        return _reason_and_fix(error, io.BytesIO())
+    return f"{error.strerror or error}; check the path"
+
+
+def _open_regular_file(path: Path) -> BinaryIO:
+    # O_NONBLOCK: opening a FIFO named like an image must not wait forever for a writer; the
+    # flag changes nothing for regular files, and anything else is refused right after.
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    mode = os.fstat(descriptor).st_mode
+    if stat.S_ISDIR(mode):
+        os.close(descriptor)
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(path))
+    if not stat.S_ISREG(mode):
+        os.close(descriptor)
+        raise BadImageError(f"cannot read image {path}: not a regular file (a pipe, socket or device); "
+                            "pass an image file")
+    return os.fdopen(descriptor, "rb")
+
+
 def load_rgb_image(path: str | Path) -> Image.Image:
     """Open ``path`` as an upright RGB picture at its own size, or raise ``BadImageError``."""
     path = Path(path)
     try:
-        with path.open("rb") as file:
+        with _open_regular_file(path) as file:
             return _read(file, str(path))
-    except OSError as error:
-        raise BadImageError(f"cannot read image {path}: {_reason_and_fix(error, io.BytesIO())}") from None
+    except (OSError, ValueError) as error:
+        raise BadImageError(f"cannot read image {path}: {_why_not_opened(error, path)}") from None
 
 
 def load_rgb_image_bytes(data: bytes, name: str) -> Image.Image:

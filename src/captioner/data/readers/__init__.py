@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from captioner.data.readers._common import LoadReport, normalize_split, read_json
+from captioner.data.readers._common import LoadReport, normalize_split, read_json, shown
 from captioner.data.readers.coco import find_captions_files, read_coco
 from captioner.data.readers.flickr8k import TOKEN_FILE, read_flickr8k
 from captioner.data.readers.folder import CAPTION_TABLES, find_caption_table, read_folder
@@ -123,7 +123,7 @@ def load_records(
     records = _READERS[fmt](path, split=split, report=report)
     if split is not None and not records:
         everything = _READERS[fmt](path, split=None)
-        present = sorted({r.split for r in everything})
+        present = sorted({shown(r.split) for r in everything})
         raise DatasetFormatError(
             f"{path} has no images in split {normalize_split(split)!r} "
             f"(splits present: {', '.join(present) or 'none'}); choose one of those"

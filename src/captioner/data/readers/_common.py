@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -80,6 +81,41 @@ def read_json(path: Path) -> Any:
             f"{path} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}); "
             "fix or re-download the file"
         ) from None
+    except (ValueError, RecursionError) as error:
+        # json raises these, not JSONDecodeError, for integers over 4300 digits and for arrays
+        # nested thousands deep: damaged or hostile files, never a real annotation file.
+        raise DatasetFormatError(f"{path} is not usable JSON ({_short(error)}); fix or re-download the file") from None
+
+
+def _short(error: BaseException) -> str:
+    text = str(error).split(";")[0]
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def shown(text: object) -> str:
+    """``text`` as it may appear in a one-line message: control characters (a newline inside a
+    file name or a CSV field) escaped, so that an error about it is still one line."""
+    text = str(text)
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
+def is_file_name(value: Any) -> bool:
+    """Whether ``value`` can name an image file: a string that is not blank."""
+    return isinstance(value, str) and bool(value.strip())
+
+
+def is_image_id(value: Any) -> bool:
+    """Whether ``value`` can be an image id: a number (not a bool, not NaN/inf) or a non-empty string.
+
+    Anything else (null, lists, objects) would break hashing or sorting later, far from the file.
+    """
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)  # ids written by tools that store every number as a float
+    return isinstance(value, str) and bool(value)
 
 
 def require(condition: bool, path: Path, problem: str) -> None:
@@ -141,7 +177,7 @@ class ImageDirectory:
             try:
                 with os.scandir(directory) as entries:
                     self._listings[directory] = frozenset(e.name for e in entries)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL byte in a listed folder name
                 self._listings[directory] = frozenset()
         return self._listings[directory]
 
@@ -174,7 +210,7 @@ def keep_existing_images(
         else:
             missing.append(str(record.image_path))
     if records and not present:
-        folders = ", ".join(sorted({str(Path(m).parent) for m in missing})[:_EXAMPLES_SHOWN])
+        folders = ", ".join(sorted({shown(Path(m).parent) for m in missing})[:_EXAMPLES_SHOWN])
         raise DatasetFormatError(
             f"{source}: none of its {len(records)} images exist (looked in {folders}); "
             "put the images there or pass the dataset folder that contains them"
@@ -217,7 +253,7 @@ def choose_image_folder(source: Path, candidates: list[Path], relative_paths: li
     if relative_paths:
         tried = ", ".join(str(c) for c in candidates[:4])
         raise DatasetFormatError(
-            f"{source}: cannot find its images (e.g. {relative_paths[0]}) in {tried}; "
+            f"{source}: cannot find its images (e.g. {shown(relative_paths[0])}) in {tried}; "
             "put them in one of those folders or pass image_dir"
         )
     return candidates[0]

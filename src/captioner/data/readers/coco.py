@@ -18,6 +18,8 @@ from captioner.data.readers._common import (
     LoadReport,
     choose_image_folder,
     clean_captions,
+    is_file_name,
+    is_image_id,
     keep_existing_images,
     normalize_split,
     read_json,
@@ -86,9 +88,9 @@ def read_coco_file(
     file_names: dict[ImageId, str] = {}
     for position, image in enumerate(data["images"]):
         require(
-            isinstance(image, dict) and "id" in image and isinstance(image.get("file_name"), str),
+            isinstance(image, dict) and is_image_id(image.get("id")) and is_file_name(image.get("file_name")),
             captions_file,
-            f'images[{position}] needs "id" and "file_name"',
+            f'images[{position}] needs "id" (a number or a name) and a non-empty "file_name"',
         )
         file_names[image["id"]] = image["file_name"]
 
@@ -96,9 +98,9 @@ def read_coco_file(
     unknown = 0
     for position, annotation in enumerate(data["annotations"]):
         require(
-            isinstance(annotation, dict) and "image_id" in annotation and "caption" in annotation,
+            isinstance(annotation, dict) and is_image_id(annotation.get("image_id")) and "caption" in annotation,
             captions_file,
-            f'annotations[{position}] needs "image_id" and "caption"',
+            f'annotations[{position}] needs "image_id" (a number or a name) and "caption"',
         )
         if annotation["image_id"] not in file_names:
             unknown += 1

@@ -23,6 +23,7 @@ from captioner.data.readers._common import (
     normalize_split,
     read_text,
     require,
+    shown,
     sorted_records,
 )
 from captioner.data.records import CaptionRecord
@@ -50,7 +51,7 @@ def _read_csv_rows(path: Path) -> list[Row]:
     require(
         {"image", "caption"} <= columns,
         path,
-        f"the header must name columns image,caption[,split] (found: {', '.join(sorted(columns)) or 'none'})",
+        f"the header must name columns image,caption[,split] (found: {shown(', '.join(sorted(columns))) or 'none'})",
     )
     rows: list[Row] = []
     try:
@@ -77,6 +78,10 @@ def _read_jsonl_rows(path: Path) -> list[Row]:
         except json.JSONDecodeError as error:
             raise DatasetFormatError(
                 f"{path} line {line_number}: not valid JSON ({error.msg}); fix that line"
+            ) from None
+        except (ValueError, RecursionError):  # 4300+ digit integers, arrays nested thousands deep
+            raise DatasetFormatError(
+                f"{path} line {line_number}: not usable JSON (too large or too deeply nested); fix that line"
             ) from None
         captions = item.get("captions", item.get("caption")) if isinstance(item, dict) else None
         require(
@@ -116,7 +121,7 @@ def read_folder(
         previous = split_of.setdefault(image, normalized)
         if previous != normalized:
             raise DatasetFormatError(
-                f"{table}: image {image} is in two splits ({previous}, {normalized}); "
+                f"{table}: image {shown(image)} is in two splits ({shown(previous)}, {shown(normalized)}); "
                 "give each image one split"
             )
         captions[image].extend([caption] if isinstance(caption, str) else caption)

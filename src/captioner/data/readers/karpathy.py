@@ -15,6 +15,8 @@ from captioner.data.readers._common import (
     LoadReport,
     choose_image_folder,
     clean_captions,
+    is_file_name,
+    is_image_id,
     keep_existing_images,
     normalize_split,
     read_json,
@@ -82,11 +84,19 @@ def read_karpathy(
     for position, entry in enumerate(data["images"]):
         require(
             isinstance(entry, dict)
-            and isinstance(entry.get("filename"), str)
+            and is_file_name(entry.get("filename"))
             and isinstance(entry.get("split"), str)
             and isinstance(entry.get("sentences"), list),
             path,
             f'images[{position}] needs "filename", "split" and "sentences"',
+        )
+        # Checked here so that a wrong type is reported with its position, not as a TypeError
+        # while sorting ids or joining paths later.
+        require(
+            isinstance(entry.get("filepath") or "", str)
+            and ("cocoid" not in entry or is_image_id(entry["cocoid"])),
+            path,
+            f'images[{position}]: "filepath" must be a string and "cocoid" a number',
         )
         if wanted is not None and normalize_split(entry["split"]) != wanted:
             continue
