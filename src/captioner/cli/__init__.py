@@ -21,6 +21,8 @@ from captioner.errors import CaptionerError
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "demo",
     "caption",
+    "caption_dir",  # registers "caption-dir"
+    "attend",
     "data",
     "features",
     "train",
