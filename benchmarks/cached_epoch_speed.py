@@ -38,7 +38,7 @@ def time_epoch(model, optimizer, dataset, kind, config, pad_id) -> float:
     started = time.perf_counter()
     for batch in loader:
         regions = regions_from_inputs(model, batch.inputs, kind)
-        loss, _ = caption_loss(model, regions, batch.captions, pad_id, config)
+        loss, _ = caption_loss(model.decoder(regions, batch.captions), batch.captions, pad_id, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

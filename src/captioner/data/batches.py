@@ -210,11 +210,17 @@ def make_loader(
     epoch: int = 0,
     drop_last: bool = False,
     collate_fn: Callable[[Any], Any] | None = None,
+    skip_batches: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader[Any]:
     """A ``DataLoader`` whose order (and caption choice) depends only on ``(seed, epoch)``.
 
     Calls ``dataset.set_epoch(epoch)`` when the dataset has one; picks ``collate_captions`` or
     ``collate_images`` for this module's datasets; pins memory when CUDA is available.
+    ``skip_batches`` starts the epoch's fixed order that many batches in (resuming mid-epoch)
+    without loading the skipped items. With ``world_size`` > 1, ``batch_size`` is the *global*
+    batch: every process walks the same order and takes rows ``rank::world_size`` of each batch.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
@@ -222,15 +228,19 @@ def make_loader(
         collate_fn = collate_captions if isinstance(dataset, CaptionTrainingSet) else collate_images
     generator = torch.Generator()
     generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1))
+    size = len(dataset)  # type: ignore[arg-type]
+    order = torch.randperm(size, generator=generator).tolist() if shuffle else list(range(size))
+    stop = size - size % batch_size if drop_last else size
+    # A last batch smaller than the number of processes would leave some of them nothing to do.
+    stop = min(stop, size - size % batch_size) if size % batch_size < world_size else stop
+    batches = [order[start : start + batch_size][rank::world_size] for start in range(0, stop, batch_size)]
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        shuffle=shuffle,
+        batch_sampler=batches[skip_batches:],
         num_workers=num_workers,
         collate_fn=collate_fn,
         generator=generator,
         worker_init_fn=_seed_worker,
         pin_memory=torch.cuda.is_available(),
-        drop_last=drop_last,
         persistent_workers=False,
     )

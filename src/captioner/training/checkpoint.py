@@ -6,7 +6,8 @@ A run directory holds::
     config.json         the RunConfig
     vocab.json          the vocabulary
     metrics.json        validation scores of those weights
-    last/               the latest epoch's weights, optimiser and trainer state, for --resume
+    last/               training_state.safetensors: the latest weights, optimiser, RNG states
+                        and position in the data, for --resume (one file, so always consistent)
 
 Nothing is pickled, so loading a checkpoint never runs code. Every file is written to a temporary
 name and renamed into place, so a crash mid-write leaves the previous file intact.
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from captioner.data.text import Vocabulary
@@ -169,6 +172,10 @@ def load_state_strict(module: torch.nn.Module, weights: dict[str, torch.Tensor],
 
 # ----------------------------------------------------------------------------- resume state
 
+TRAINING_STATE_FILE = "training_state.safetensors"
+"""One file holds everything ``--resume`` needs, so a kill can never pair the weights of one
+step with the optimiser or counters of another: it is renamed into place whole or not at all."""
+
 
 def save_training_state(
     run_dir: Path,
@@ -176,27 +183,70 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
 ) -> None:
-    """The latest epoch, for ``--resume``: weights, optimiser moments, counters and RNG state."""
-    last = run_dir / LAST_DIR
-    atomic_save_tensors(last / WEIGHTS_FILE, model.state_dict())
-    tensors, groups = _flatten_optimizer(optimizer)
+    """Weights, optimiser moments, RNG states and the trainer's counters (epoch, step, position
+    in the epoch's data order), atomically, in ``last/training_state.safetensors``."""
+    tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
+    optimizer_tensors, groups = _flatten_optimizer(optimizer)
+    tensors.update({f"optimizer.{name}": value for name, value in optimizer_tensors.items()})
     tensors["rng.torch"] = torch.get_rng_state()
-    atomic_save_tensors(last / "optimizer.safetensors", tensors)
-    write_json(last / "trainer.json", {**trainer_state, "param_groups": groups})
+    if torch.cuda.is_available():
+        for index, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{index}"] = cuda_state
+    metadata = {
+        "format": "captioner-training-state-v1",
+        "trainer": json.dumps(trainer_state),
+        "param_groups": json.dumps(groups),
+        "rng.python": json.dumps(random.getstate()),
+        "rng.numpy": json.dumps(_numpy_rng_state()),
+    }
+    atomic_save_tensors(run_dir / LAST_DIR / TRAINING_STATE_FILE, tensors, metadata=metadata)
 
 
 def load_training_state(
     run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> dict[str, Any]:
-    last = run_dir / LAST_DIR
-    if not (last / "trainer.json").is_file():
-        raise CheckpointError(f"{last} has no saved training state: nothing to resume; drop --resume")
-    trainer_state = read_json(last / "trainer.json", "trainer state")
-    load_state_strict(model, load_weights(last / WEIGHTS_FILE), last / WEIGHTS_FILE)
-    tensors = load_weights(last / "optimizer.safetensors")
-    torch.set_rng_state(tensors.pop("rng.torch"))
-    _restore_optimizer(optimizer, tensors, trainer_state.pop("param_groups"))
+    """Restore what ``save_training_state`` wrote; returns the trainer's counters."""
+    path = run_dir / LAST_DIR / TRAINING_STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: nothing to resume in {run_dir}; drop --resume")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        trainer_state = json.loads(metadata["trainer"])
+        groups = json.loads(metadata["param_groups"])
+        python_state = json.loads(metadata["rng.python"])
+        numpy_state = json.loads(metadata["rng.numpy"])
+    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is damaged ({error}); resume is impossible, start a new run") from None
+    load_state_strict(model, _with_prefix(tensors, "model."), path)
+    _restore_optimizer(optimizer, _with_prefix(tensors, "optimizer."), groups)
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(sum(n.startswith("rng.cuda.") for n in tensors))]
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    random.setstate(_as_tuple(python_state))
+    _set_numpy_rng_state(numpy_state)
     return trainer_state
+
+
+def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {name[len(prefix):]: value for name, value in tensors.items() if name.startswith(prefix)}
+
+
+def _as_tuple(value: Any) -> Any:
+    # random.setstate needs the tuples JSON turned into lists.
+    return tuple(_as_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+def _numpy_rng_state() -> list[Any]:
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    return [name, keys.tolist(), int(position), int(has_gauss), float(cached_gaussian)]
+
+
+def _set_numpy_rng_state(state: list[Any]) -> None:
+    name, keys, position, has_gauss, cached_gaussian = state
+    np.random.set_state((name, np.array(keys, dtype=np.uint32), position, has_gauss, cached_gaussian))
 
 
 def _flatten_optimizer(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:

@@ -56,6 +56,15 @@ class OptimConfig:
     label_smoothing: float = 0.0
     early_stopping_patience: int = 5
     """Stop after this many epochs without a better validation score (0 turns it off)."""
+    accumulation_steps: int = 1
+    """Cut each batch into this many pieces whose gradients add up before one update: the same
+    update as the whole batch, in less memory."""
+    save_every_steps: int = 200
+    """Also save the resume state every this many steps inside an epoch (0: only at epoch ends);
+    ``--resume`` continues from the exact batch, bit for bit."""
+    max_bad_steps: int = 10
+    """Stop with an error after this many consecutive steps with a non-finite loss or gradient
+    (each one is skipped and logged)."""
     objective: str = "cross_entropy"
     """"cross_entropy" (teacher forcing) or "self_critical" (CIDEr-D reward; see ``scst``).
     Self-critical training starts from a trained model: set ``init_from``."""
@@ -112,6 +121,8 @@ class RunConfig:
     """"auto" uses CUDA when present, else CPU."""
     mixed_precision: bool = True
     """bf16/fp16 autocast on CUDA; ignored on CPU."""
+    compile: bool = False
+    """``torch.compile`` the decoder for training (worth it on GPUs for long runs)."""
     threads: int = 0
     """CPU threads for torch (0 = torch's default)."""
 

@@ -7,18 +7,22 @@ caption the validation split, keep the best weights, stop early when validation 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import math
 import random
+import signal
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from captioner.data.batches import CaptionTrainingSet, ImageSet, collate_captions, collate_images, make_loader
@@ -29,11 +33,11 @@ from captioner.decoding import DecodeSettings
 from captioner.encoders.base import Encoder
 from captioner.encoders.cache import FeatureCache
 from captioner.encoders.registry import build_encoder
-from captioner.errors import CheckpointError, ConfigError
+from captioner.errors import CaptionerError, CheckpointError, ConfigError
 from captioner.metrics.cider_reward import CiderDReward
 from captioner.models.attention import doubly_stochastic_penalty
 from captioner.models.captioning import CaptioningModel
-from captioner.models.decoder import ShowAttendTellDecoder
+from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
 from captioner.training import checkpoint
 from captioner.training.config import RunConfig
 from captioner.training.evaluation import caption_records, score_predictions, search_tokens
@@ -44,6 +48,7 @@ from captioner.training.inputs import (
     records_in_cache,
     regions_from_inputs,
 )
+from captioner.training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from captioner.training.self_critical import self_critical_loss
 
 OBJECTIVES = ("cross_entropy", "self_critical")
@@ -202,22 +207,202 @@ def make_optimizer(model: CaptioningModel, config: RunConfig) -> torch.optim.Opt
     return torch.optim.Adam(groups, weight_decay=config.optim.weight_decay)
 
 
+class TeacherForcing(nn.Module):
+    """Inputs of any kind and captions -> the decoder's teacher-forced output: the whole trained
+    computation in one ``forward``, which is what DistributedDataParallel wraps."""
+
+    def __init__(self, model: CaptioningModel, input_kind: InputKind) -> None:
+        super().__init__()
+        self.model = model
+        self.input_kind = input_kind
+
+    def forward(self, inputs: torch.Tensor, captions: torch.Tensor) -> TeacherForcedOutput:
+        return self.model.decoder(regions_from_inputs(self.model, inputs, self.input_kind), captions)
+
+
 def caption_loss(
-    model: CaptioningModel,
-    regions: torch.Tensor,
+    out: TeacherForcedOutput,
     captions: torch.Tensor,
     pad_id: int,
     config: RunConfig,
+    word_total: float | None = None,
+    image_total: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Masked next-word cross-entropy plus the attention penalty; returns (total, cross-entropy)."""
-    out = model.decoder(regions, captions)
+    """Masked next-word cross-entropy plus the attention penalty; returns (total, cross-entropy).
+
+    The cross-entropy is summed over words and divided by ``word_total``, the penalty summed over
+    captions and divided by ``image_total`` (default: this batch's counts). Passing the counts of
+    the whole global batch makes the losses of its pieces (accumulation steps, processes) add up
+    to the loss of the batch in one piece.
+    """
     targets = captions[:, 1:]
     mask = targets != pad_id
-    cross_entropy = F.cross_entropy(
-        out.logits[mask].float(), targets[mask], label_smoothing=config.optim.label_smoothing
+    word_sum = F.cross_entropy(
+        out.logits[mask].float(), targets[mask], label_smoothing=config.optim.label_smoothing, reduction="sum"
     )
-    penalty = doubly_stochastic_penalty(out.alphas.float(), mask.float())
-    return cross_entropy + config.optim.attention_regularization * penalty, cross_entropy
+    penalty_sum = doubly_stochastic_penalty(out.alphas.float(), mask.float()) * captions.size(0)
+    words = mask.sum().clamp(min=1)
+    total = word_sum / (word_total or words) + config.optim.attention_regularization * penalty_sum / (
+        image_total or captions.size(0)
+    )
+    return total, (word_sum / words).detach()
+
+
+class TrainingDiverged(CaptionerError):
+    """The loss or gradient stayed non-finite for ``optim.max_bad_steps`` steps in a row."""
+
+
+class StopRequest:
+    """Ctrl-C during training asks for a clean stop: the loop finishes its step, saves the resume
+    state and exits. A second Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def on_interrupt(self) -> Iterator[None]:
+        def request(signum: int, frame: object) -> None:
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            log.warning("stopping after this step (Ctrl-C again to stop now)")
+
+        try:
+            previous = signal.signal(signal.SIGINT, request)
+        except ValueError:  # not the main thread: leave Ctrl-C to the caller
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _split(batch, parts: int) -> list:
+    """A batch cut into up to ``parts`` consecutive pieces (gradient accumulation)."""
+    size = len(batch)
+    bounds = [round(size * i / parts) for i in range(parts + 1)]
+    return [
+        type(batch)(**{f.name: getattr(batch, f.name)[a:b] for f in dataclasses.fields(batch)})
+        for a, b in zip(bounds, bounds[1:])
+        if b > a
+    ]
+
+
+class TrainStep:
+    """One optimiser step on one global batch: split into accumulation pieces, losses normalised
+    by the global batch's counts, gradients reduced across processes, clipped, applied.
+
+    Returns ``(sum of the tracked value, its count)`` over the global batch (cross-entropy summed
+    over words and the number of words; or reward summed over images and images), or ``None``
+    when the loss or the gradient was not finite on any process (the update is skipped).
+    """
+
+    def __init__(
+        self,
+        model: CaptioningModel,
+        optimizer: torch.optim.Optimizer,
+        config: RunConfig,
+        vocabulary: Vocabulary,
+        input_kind: InputKind,
+        device: torch.device,
+        context: DistributedContext,
+        reward: CiderDReward | None,
+        tokens,
+        records: Sequence[CaptionRecord],
+        autocast_dtype: torch.dtype | None,
+        scaler,
+    ) -> None:
+        self.model, self.optimizer, self.config = model, optimizer, config
+        self.vocabulary, self.input_kind, self.device, self.context = vocabulary, input_kind, device, context
+        self.reward, self.tokens, self.records = reward, tokens, records
+        self.autocast_dtype, self.scaler = autocast_dtype, scaler
+        self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        self.teacher_forcing: torch.nn.Module = TeacherForcing(model, input_kind)
+        if config.compile:
+            self.teacher_forcing = torch.compile(self.teacher_forcing)
+        self.ddp = None
+        if context.enabled and reward is None:
+            # Self-critical steps drive the decoder through step(), not forward(), so DDP's hooks
+            # would not see them; their gradients are averaged by hand below instead.
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                self.teacher_forcing, device_ids=[device.index] if device.type == "cuda" else None
+            )
+            self.teacher_forcing = self.ddp
+
+    def __call__(self, batch) -> tuple[float, int] | None:
+        config, context = self.config, self.context
+        batch = batch.to(self.device)
+        pieces = _split(batch, config.optim.accumulation_steps)
+        image_total = context.all_reduce_sum(float(len(batch)))
+        word_total = None
+        if self.reward is None:
+            word_total = context.all_reduce_sum(float((batch.captions[:, 1:] != self.vocabulary.pad_id).sum()))
+        # DDP averages gradients over processes; scaling by their number turns that into a sum.
+        scale = float(context.world_size)
+        self.optimizer.zero_grad(set_to_none=True)
+        tracked_sum = 0.0
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            sync = contextlib.nullcontext() if self.ddp is None or last else self.ddp.no_sync()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+                    if self.reward is not None:
+                        regions = regions_from_inputs(self.model, piece.inputs, self.input_kind)
+                        scst = config.scst
+                        keys = [self.records[i].image_id for i in piece.record_indices.tolist()]
+                        outcome = self_critical_loss(
+                            self.model.decoder, regions.float(), keys, self.reward, self.vocabulary, self.tokens,
+                            samples=scst.samples, baseline=scst.baseline, max_length=scst.max_words,
+                            temperature=scst.temperature,
+                        )
+                        loss = outcome.loss * (len(piece) / image_total)
+                        tracked = outcome.mean_reward * len(piece)
+                    else:
+                        out = self.teacher_forcing(piece.inputs, piece.captions)
+                        loss, cross_entropy = caption_loss(
+                            out, piece.captions, self.vocabulary.pad_id, config,
+                            word_total=word_total, image_total=image_total,
+                        )
+                        # Weighted by words, so the logged loss is per word of the global batch.
+                        tracked = float(cross_entropy) * float((piece.captions[:, 1:] != self.vocabulary.pad_id).sum())
+                loss = loss * scale
+                if context.all_reduce_sum(0.0 if bool(torch.isfinite(loss)) else 1.0) > 0:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    return None
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                else:
+                    loss.backward()
+            tracked_sum += tracked
+        if context.enabled and self.ddp is None:
+            for parameter in self.parameters:
+                if parameter.grad is not None:
+                    torch.distributed.all_reduce(parameter.grad)
+                    parameter.grad /= context.world_size
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        norm = torch.nn.utils.clip_grad_norm_(self.parameters, config.optim.grad_clip)
+        if not bool(torch.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.update()
+            return None
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        # Every process reports the whole global batch, so logs do not depend on the process count.
+        return context.all_reduce_sum(tracked_sum), int(word_total if word_total is not None else image_total)
+
+
+def _summary_writer(run_dir: Path):
+    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
+
+    return SummaryWriter(str(run_dir / "tensorboard"))
 
 
 @dataclass
@@ -234,7 +419,12 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     seed_everything(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
+    context = init_distributed(config.device)
     device = resolve_device(config.device)
+    if context.enabled and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+    if config.optim.accumulation_steps < 1:
+        raise ConfigError(f"optim.accumulation_steps must be at least 1, got {config.optim.accumulation_steps}")
 
     if config.optim.objective not in OBJECTIVES:
         raise ConfigError(f"optim.objective must be one of {', '.join(OBJECTIVES)}, not {config.optim.objective!r}")
@@ -300,17 +490,22 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         if autocast_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
 
-    state = {"epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": 0, "epochs_without_gain": 0}
+    state: dict = {
+        "epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": 0, "epochs_without_gain": 0,
+        # Position inside the epoch being trained, for resuming mid-epoch.
+        "batches_done": 0, "running_sum": 0.0, "running_count": 0, "bad_steps": 0,
+    }
     if resume:
-        state = checkpoint.load_training_state(run_dir, model, optimizer)
-        log.info("resuming after epoch %d (best %s %.4f)", state["epoch"], config.eval.metric, state["best_score"])
-    else:
+        state.update(checkpoint.load_training_state(run_dir, model, optimizer))
+        log.info(
+            "resuming after epoch %d, batch %d (best %s %.4f)",
+            state["epoch"], state["batches_done"], config.eval.metric, state["best_score"],
+        )
+    elif context.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         config.save(run_dir / checkpoint.CONFIG_FILE)
         vocabulary.save(run_dir / checkpoint.VOCAB_FILE)
-    from torch.utils.tensorboard import SummaryWriter  # heavy import, only when training
-
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    writer = _summary_writer(run_dir) if context.is_main else None
     history_path = run_dir / "history.jsonl"
     settings = DecodeSettings(
         beam_size=config.eval.beam_size,
@@ -319,125 +514,141 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         no_repeat_ngram_size=config.eval.no_repeat_ngram_size,
     )
     log.info(
-        "training on %d images (%d examples/epoch, %d steps/epoch), validating on %d, vocabulary %d words, device %s",
+        "training on %d images (%d examples/epoch, %d steps/epoch), validating on %d, vocabulary %d words, "
+        "device %s%s",
         len(data.train_records), len(dataset), steps_per_epoch, len(data.val_records), len(vocabulary), device,
+        f", {context.world_size} processes" if context.enabled else "",
     )
+    step = TrainStep(model, optimizer, config, vocabulary, data.input_kind, device, context, reward, tokens,
+                     data.train_records, autocast_dtype, scaler)
 
     def validate() -> tuple[dict[str, float], list[str]]:
         predictions = caption_records(
             model, data.val_records, data.val_input, data.input_kind, vocabulary, settings, device,
-            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, progress=progress,
+            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, progress=progress and context.is_main,
         )
         scores = score_predictions(predictions, meteor=False)
         metrics = {k: v for k, v in scores.corpus.items() if v is not None}
         return metrics, [p.caption for p in predictions]
 
-    def keep_if_best(epoch: int, metrics: dict[str, float], images: int) -> dict:
+    def keep_best(epoch: int, metrics: dict[str, float], images: int) -> dict:
         state.update(best_score=metrics[config.eval.metric], best_epoch=epoch, epochs_without_gain=0)
         best = {"split": config.data.val_split, "epoch": epoch, "images": images, "decoding": settings.__dict__, **metrics}
-        checkpoint.save_run(run_dir, config, vocabulary, model, best)
+        if context.is_main:
+            checkpoint.save_run(run_dir, config, vocabulary, model, best)
         return best
+
+    def save_state() -> None:
+        if context.is_main:
+            checkpoint.save_training_state(run_dir, model, optimizer, state)
+
+    def append_history(entry: dict) -> None:
+        if context.is_main:
+            with history_path.open("a", encoding="utf-8") as history:
+                history.write(json.dumps(entry) + "\n")
 
     best_metrics: dict = checkpoint.read_json(run_dir / checkpoint.METRICS_FILE, "metrics") if resume and (run_dir / checkpoint.METRICS_FILE).exists() else {}
     if config.init_from and not resume:
         # Score the starting weights, so "epoch 0" is the bar fine-tuning has to clear.
         metrics, captions = validate()
-        with history_path.open("a", encoding="utf-8") as history:
-            history.write(json.dumps({"epoch": 0, "step": 0, "init_from": config.init_from, "val": metrics,
-                                      "val_examples": captions[:3]}) + "\n")
+        append_history({"epoch": 0, "step": 0, "init_from": config.init_from, "val": metrics, "val_examples": captions[:3]})
         log.info("starting weights from %s: val %s %.4f", config.init_from, config.eval.metric, metrics[config.eval.metric])
-        best_metrics = keep_if_best(0, metrics, len(captions))
-    for epoch in range(state["epoch"] + 1, config.optim.epochs + 1):
-        loader = make_loader(
-            dataset,
-            batch_size=config.optim.batch_size,
-            shuffle=True,
-            seed=config.seed,
-            num_workers=config.data.num_workers,
-            epoch=epoch,
-            collate_fn=collate,
-        )
-        model.train()
-        epoch_started = time.time()
-        running_loss, running_count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", disable=not progress)
-        for batch in bar:
-            multiplier = learning_rate_at(state["step"], total_steps, steps_per_epoch, config)
-            for group in optimizer.param_groups:
-                group["lr"] = group["initial_lr"] * multiplier
-            batch = batch.to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                regions = regions_from_inputs(model, batch.inputs, data.input_kind)
-                if reward is not None:
-                    keys = [data.train_records[i].image_id for i in batch.record_indices.tolist()]
-                    scst = config.scst
-                    outcome = self_critical_loss(
-                        model.decoder, regions.float(), keys, reward, vocabulary, tokens,
-                        samples=scst.samples, baseline=scst.baseline, max_length=scst.max_words,
-                        temperature=scst.temperature,
-                    )
-                    loss, tracked = outcome.loss, torch.tensor(outcome.mean_reward)
-                else:
-                    loss, tracked = caption_loss(model, regions, batch.captions, vocabulary.pad_id, config)
-                    tracked = tracked.detach()
-            if not torch.isfinite(loss):
-                log.warning("non-finite loss at step %d: batch skipped", state["step"])
-                optimizer.zero_grad(set_to_none=True)
-                state["step"] += 1
-                continue
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in optimizer.param_groups for p in g["params"]], config.optim.grad_clip
+        best_metrics = keep_best(0, metrics, len(captions))
+
+    stop = StopRequest()
+    with stop.on_interrupt():
+        for epoch in range(state["epoch"] + 1, config.optim.epochs + 1):
+            loader = make_loader(
+                dataset,
+                batch_size=config.optim.batch_size,
+                shuffle=True,
+                seed=config.seed,
+                num_workers=config.data.num_workers,
+                epoch=epoch,
+                collate_fn=collate,
+                skip_batches=state["batches_done"],
+                rank=context.rank,
+                world_size=context.world_size,
             )
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
+            model.train()
+            epoch_started = time.time()
+            bar = tqdm(
+                loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", initial=state["batches_done"],
+                total=steps_per_epoch, disable=not (progress and context.is_main),
+            )
+            for batch in bar:
+                multiplier = learning_rate_at(state["step"], total_steps, steps_per_epoch, config)
+                for group in optimizer.param_groups:
+                    group["lr"] = group["initial_lr"] * multiplier
+                outcome = step(batch)
+                state["step"] += 1
+                state["batches_done"] += 1
+                if outcome is None:
+                    state["bad_steps"] += 1
+                    log.warning(
+                        "non-finite loss or gradient at step %d: update skipped (%d in a row)",
+                        state["step"], state["bad_steps"],
+                    )
+                    if state["bad_steps"] >= config.optim.max_bad_steps:
+                        save_state()
+                        raise TrainingDiverged(
+                            f"{state['bad_steps']} steps in a row had a non-finite loss or gradient "
+                            f"(last at step {state['step']}); lower optim.learning_rate or check the data, "
+                            f"then --resume from {run_dir / checkpoint.LAST_DIR} or start again"
+                        )
+                else:
+                    state["bad_steps"] = 0
+                    tracked_sum, examples = outcome
+                    state["running_sum"] += tracked_sum
+                    state["running_count"] += examples
+                    if writer is not None:
+                        writer.add_scalar(f"train/{tracked_name}", tracked_sum / max(1, examples), state["step"])
+                        writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state["step"])
+                bar.set_postfix({
+                    tracked_name: f"{state['running_sum'] / max(1, state['running_count']):.3f}",
+                    "lr": f"{optimizer.param_groups[0]['lr']:.2e}",
+                })
+                every = config.optim.save_every_steps
+                if stop.requested or (every and state["step"] % every == 0):
+                    save_state()
+                if stop.requested:
+                    bar.close()
+                    log.info("interrupted: saved the state after step %d; continue with --resume", state["step"])
+                    raise KeyboardInterrupt
+            train_seconds = time.time() - epoch_started
+
+            metrics, captions = validate()
+            score = metrics[config.eval.metric]
+            entry = {
+                "epoch": epoch,
+                "step": state["step"],
+                history_key: state["running_sum"] / max(1, state["running_count"]),
+                "train_seconds": round(train_seconds, 2),
+                "val": metrics,
+                "val_examples": captions[:3],
+            }
+            append_history(entry)
+            if writer is not None:
+                for name, value in metrics.items():
+                    writer.add_scalar(f"val/{name}", value, epoch)
+                writer.add_scalar(f"train/epoch_{tracked_name}", entry[history_key], epoch)
+            log.info(
+                "epoch %d: %s %.3f, val %s %.4f, BLEU-4 %.4f (%.0fs) e.g. %r",
+                epoch, tracked_name.replace("_", "-"), entry[history_key], config.eval.metric, score,
+                metrics.get("BLEU-4", float("nan")), train_seconds, captions[0] if captions else "",
+            )
+
+            if score > state["best_score"]:
+                best_metrics = keep_best(epoch, metrics, len(captions))
             else:
-                optimizer.step()
-            state["step"] += 1
-            examples = len(batch)
-            running_loss += tracked.item() * examples
-            running_count += examples
-            bar.set_postfix({tracked_name: f"{running_loss / running_count:.3f}", "lr": f"{optimizer.param_groups[0]['lr']:.2e}"})
-            writer.add_scalar(f"train/{tracked_name}", tracked.item(), state["step"])
-            writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], state["step"])
-        train_seconds = time.time() - epoch_started
-
-        metrics, captions = validate()
-        score = metrics[config.eval.metric]
-        entry = {
-            "epoch": epoch,
-            "step": state["step"],
-            history_key: running_loss / max(1, running_count),
-            "train_seconds": round(train_seconds, 2),
-            "val": metrics,
-            "val_examples": captions[:3],
-        }
-        with history_path.open("a", encoding="utf-8") as history:
-            history.write(json.dumps(entry) + "\n")
-        for name, value in metrics.items():
-            writer.add_scalar(f"val/{name}", value, epoch)
-        writer.add_scalar(f"train/epoch_{tracked_name}", entry[history_key], epoch)
-        log.info(
-            "epoch %d: %s %.3f, val %s %.4f, BLEU-4 %.4f (%.0fs) e.g. %r",
-            epoch, tracked_name.replace("_", "-"), entry[history_key], config.eval.metric, score,
-            metrics.get("BLEU-4", float("nan")), train_seconds, captions[0] if captions else "",
-        )
-
-        if score > state["best_score"]:
-            best_metrics = keep_if_best(epoch, metrics, len(captions))
-        else:
-            state["epochs_without_gain"] += 1
-        state["epoch"] = epoch
-        checkpoint.save_training_state(run_dir, model, optimizer, state)
-        patience = config.optim.early_stopping_patience
-        if patience and state["epochs_without_gain"] >= patience:
-            log.info("no gain in %s for %d epochs: stopping early", config.eval.metric, patience)
-            break
-    writer.close()
+                state["epochs_without_gain"] += 1
+            state.update(epoch=epoch, batches_done=0, running_sum=0.0, running_count=0)
+            save_state()
+            patience = config.optim.early_stopping_patience
+            if patience and state["epochs_without_gain"] >= patience:
+                log.info("no gain in %s for %d epochs: stopping early", config.eval.metric, patience)
+                break
+    if writer is not None:
+        writer.close()
+    shutdown_distributed(context)
     return TrainResult(run_dir, best_metrics, state["epoch"], time.time() - started)
