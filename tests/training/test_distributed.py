@@ -24,7 +24,7 @@ from tests.conftest import TINY_TRAINING
 
 SETTINGS = [*TINY_TRAINING, "--set", "decoder.dropout=0.0", "--set", "data.captions_per_image=2",
             "--set", "eval.max_images=8", "--set", "optim.batch_size=32", "--encoder", "efficientnet_lite0",
-            "--encoder-layer", "final", "--set", "encoder.image_size=64"]
+            "--encoder-layer", "final", "--set", "encoder.image_size=64", "--set", "encoder.pretrained=true"]
 # A bias added to every attention logit cancels in the softmax: its true gradient is 0, so Adam
 # moves it by rounding noise, which differs with the order of the sums. Not comparable.
 GRADIENT_FREE = {"model.decoder.attention.score.bias"}

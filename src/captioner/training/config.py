@@ -81,6 +81,9 @@ class SelfCriticalConfig:
     max_words: int = 16
     """Longest sampled caption."""
     temperature: float = 1.0
+    dropout: bool = True
+    """Keep the decoder's dropout on while sampling (as ruotianluo's code does); off samples
+    from the model that will caption at test time."""
 
 
 @dataclass

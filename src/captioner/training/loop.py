@@ -173,7 +173,9 @@ def prepare_data(config: RunConfig, model_preprocess, vocabulary: Vocabulary | N
 
 def check_cache_matches(cache: FeatureCache, config: RunConfig) -> None:
     cached, wanted = cache.encoder_config, config.encoder
-    for name in ("name", "layer", "image_size"):
+    # pretrained/weights_path too: a run saves its encoder beside the decoder, and a decoder trained
+    # on pretrained features next to a randomly initialised encoder would caption nonsense.
+    for name in ("name", "layer", "image_size", "pretrained", "weights_path"):
         if getattr(cached, name) != getattr(wanted, name):
             raise ConfigError(
                 f"feature cache {config.data.feature_cache} was made with encoder {name}="
@@ -353,11 +355,13 @@ class TrainStep:
                         regions = regions_from_inputs(self.model, piece.inputs, self.input_kind)
                         scst = config.scst
                         keys = [self.records[i].image_id for i in piece.record_indices.tolist()]
+                        self.model.decoder.train(scst.dropout)
                         outcome = self_critical_loss(
                             self.model.decoder, regions.float(), keys, self.reward, self.vocabulary, self.tokens,
                             samples=scst.samples, baseline=scst.baseline, max_length=scst.max_words,
                             temperature=scst.temperature,
                         )
+                        self.model.decoder.train()
                         loss = outcome.loss * (len(piece) / image_total)
                         tracked = outcome.mean_reward * len(piece)
                     else:
