@@ -146,3 +146,29 @@ def test_python_api_takes_pil_images_in_any_mode(tiny_run, tiny_scenes):
     assert all(r.ok for r in results), [r.error for r in results]
     assert results[0].caption == from_path.caption and results[2].caption == from_path.caption
     assert [r.source for r in results] == ["<image 0>", "<image 1>", "<image 2>"]
+
+
+def test_evaluate_no_guidance_scores_the_decoder_alone(tmp_path, capsys):
+    # A two-photo folder dataset with the shipped model: the cat close-up is captioned "cat" only
+    # with the classifier's guidance (the Flickr8k decoder alone calls it a dog).
+    import shutil
+
+    photos = Path(__file__).parents[2] / "examples" / "out_of_domain"
+    data = tmp_path / "ood"
+    data.mkdir()
+    for name in ("cat_tabby_closeup.jpg", "coffee_cup.jpg"):
+        shutil.copy(photos / name, data / name)
+    (data / "captions.csv").write_text(
+        "image,caption,split\ncat_tabby_closeup.jpg,a tabby cat,test\ncoffee_cup.jpg,a cup of coffee,test\n"
+    )
+    captions = {}
+    for flag in ([], ["--no-guidance"]):
+        results = tmp_path / f"results{len(flag)}.json"
+        assert main(["evaluate", "--data", str(data), "--no-meteor", "--json", "--quiet",
+                     "--results", str(results), *flag]) == 0
+        assert json.loads(capsys.readouterr().out)["guidance"] is (not flag)
+        captions[bool(flag)] = {r["image_id"]: r["caption"] for r in json.loads(results.read_text())}
+    guided, plain = captions[False], captions[True]
+    cat = next(key for key in guided if "cat_tabby" in str(key))
+    assert "cat" in guided[cat].split()
+    assert "cat" not in plain[cat].split()

@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--results", help="COCO results JSON to write (default: RUN_DIR/results_<split>_beam<K>.json; "
                         "the working directory for a shipped model)")
     parser.add_argument("--no-meteor", action="store_true", help="skip METEOR even where Java is present")
+    parser.add_argument("--no-guidance", action="store_true",
+                        help="caption with the decoder alone, without the ImageNet classifier's guidance")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -43,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
     evaluation = captioner.evaluate(
         args.data, split=args.split, beam_size=args.beam_size, limit=args.limit, batch_size=args.batch_size,
         meteor=False if args.no_meteor else "auto", progress=not args.quiet,
+        guidance=False if args.no_guidance else None,
     )
     for line in evaluation.skipped:
         logging.getLogger(__name__).warning("skipped %s", line)
@@ -54,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     images = len(evaluation.predictions)
     if args.json:
         print_json({"split": args.split, "images": images, "skipped": len(evaluation.skipped),
-                    "beam_size": args.beam_size, "metrics": summary, "results_file": str(results_path)})
+                    "beam_size": args.beam_size, "guidance": not args.no_guidance, "metrics": summary, "results_file": str(results_path)})
     else:
         print(f"{args.split}: {images} images, beam {args.beam_size}" +
               (f" ({len(evaluation.skipped)} unreadable images skipped)" if evaluation.skipped else ""))
