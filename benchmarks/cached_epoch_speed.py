@@ -1,6 +1,6 @@
 """A training epoch on cached features against the same epoch running the encoder.
 
-Usage: .venv/bin/python benchmarks/cached_epoch_speed.py --features CACHE [--images 384]
+Usage: .venv/bin/python benchmarks/cached_epoch_speed.py --features CACHE [--images 384] [--device cpu|cuda|auto]
 
 Same records, same batches, same decoder (the Flickr8k recipe's sizes), same optimiser step; the
 only difference is where the (49, 1280) region grids come from: the fp16 memory-mapped cache of
@@ -27,21 +27,29 @@ from captioner.encoders.cache import FeatureCache
 from captioner.recipes import recipe_path
 from captioner.training.config import RunConfig
 from captioner.training.inputs import CachedInput, InputKind, PixelInput, regions_from_inputs
-from captioner.training.loop import build_model, caption_loss, make_optimizer
+from captioner.training.loop import build_model, caption_loss, make_optimizer, resolve_device
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def time_epoch(model, optimizer, dataset, kind, config, pad_id) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_epoch(model, optimizer, dataset, kind, config, pad_id, device=torch.device("cpu")) -> float:
     loader = make_loader(dataset, batch_size=config.optim.batch_size, shuffle=True, seed=0,
                          collate_fn=collate_captions)
+    _sync(device)
     started = time.perf_counter()
     for batch in loader:
+        batch = batch.to(device)
         regions = regions_from_inputs(model, batch.inputs, kind)
         loss, _ = caption_loss(model.decoder(regions, batch.captions), batch.captions, pad_id, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+    _sync(device)
     return time.perf_counter() - started
 
 
@@ -51,7 +59,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "datasets" / "flickr8k"))
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu); fp32 either way")
     args = parser.parse_args()
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     print(describe_machine())
     config = RunConfig.load(recipe_path("flickr8k_lite0"))
@@ -59,7 +69,7 @@ def main() -> None:
     records = load_records(args.data, split="train")[: args.images]
     vocabulary = Vocabulary.build((tokenize_caption(c) for r in records for c in r.captions), min_count=1)
     torch.manual_seed(0)
-    model = build_model(config, vocabulary)
+    model = build_model(config, vocabulary).to(device)
     optimizer = make_optimizer(model, config)
     cache = FeatureCache.open(args.features)
     timings = {}
@@ -69,9 +79,9 @@ def main() -> None:
     ):
         dataset = CaptionTrainingSet(records, vocabulary, load_input, captions_per_image=1,
                                      max_length=config.data.max_caption_words, seed=0)
-        time_epoch(model, optimizer, torch.utils.data.Subset(dataset, range(config.optim.batch_size)), kind, config,
-                   vocabulary.pad_id)  # warm-up
-        timings[name] = time_epoch(model, optimizer, dataset, kind, config, vocabulary.pad_id)
+        time_epoch(model, optimizer, torch.utils.data.Subset(dataset, range(min(config.optim.batch_size, len(dataset)))), kind, config,
+                   vocabulary.pad_id, device)  # warm-up
+        timings[name] = time_epoch(model, optimizer, dataset, kind, config, vocabulary.pad_id, device)
         print(f"{name:<20} {timings[name]:7.1f} s for {len(records)} images "
               f"({1000 * timings[name] / len(records):6.1f} ms/image)")
     speedup = timings["encoder in the loop"] / timings["cached features"]
