@@ -24,7 +24,7 @@ class TableDecoder:
             for word, p in nexts.items():
                 self.log_probs[previous, word] = math.log(p)
 
-    def project_regions(self, regions):
+    def project_regions(self, regions, with_context_terms=False):
         return regions
 
     def init_state(self, regions):

@@ -38,3 +38,47 @@ def test_gradients_reach_every_parameter():
     out.logits.logsumexp(-1).sum().backward()
     missing = [name for name, p in decoder.named_parameters() if p.grad is None]
     assert missing == []
+
+
+def _run_steps(decoder, regions, captions, with_context_terms):
+    state = decoder.init_state(regions)
+    projected = decoder.project_regions(regions, with_context_terms=with_context_terms)
+    outputs = []
+    for t in range(captions.size(1)):
+        out = decoder.step(captions[:, t], state, regions, projected)
+        outputs.append(out)
+        state = out.state
+    return outputs
+
+
+def test_precomputed_context_terms_give_the_same_steps():
+    """The decoding fast path (regions mapped through the context weights once) is exact."""
+    for deep_output in (True, False):
+        decoder = make_decoder(deep_output).eval()
+        regions = torch.randn(3, 9, 10)
+        captions = torch.randint(0, 20, (3, 6))
+        for grad in (False, True):
+            with torch.set_grad_enabled(grad):
+                plain = _run_steps(decoder, regions, captions, with_context_terms=False)
+                fast = _run_steps(decoder, regions, captions, with_context_terms=True)
+            for a, b in zip(plain, fast):
+                torch.testing.assert_close(b.logits, a.logits)
+                torch.testing.assert_close(b.alpha, a.alpha)
+                torch.testing.assert_close(b.state[0], a.state[0])
+                torch.testing.assert_close(b.state[1], a.state[1])
+
+
+def test_word_gate_cache_follows_weight_updates():
+    decoder = make_decoder().eval()
+    regions = torch.randn(2, 9, 10)
+    captions = torch.randint(0, 20, (2, 4))
+    with torch.inference_mode():
+        _run_steps(decoder, regions, captions, with_context_terms=True)  # fills the cache
+    with torch.no_grad():
+        decoder.embedding.weight.mul_(2.0)  # as an optimiser step would, in place
+        decoder.lstm.weight_ih.add_(0.1)
+    with torch.inference_mode():
+        plain = _run_steps(decoder, regions, captions, with_context_terms=False)
+        fast = _run_steps(decoder, regions, captions, with_context_terms=True)
+    for a, b in zip(plain, fast):
+        torch.testing.assert_close(b.logits, a.logits)

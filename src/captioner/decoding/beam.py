@@ -60,8 +60,10 @@ def beam_search(
     beams = beam_size
     device = regions.device
     vocab = decoder.vocab_size
+    # Projected once per image, then shared by its rows: the per-image work does not grow with beams.
+    projected = decoder.project_regions(regions, with_context_terms=True)
+    projected = projected.repeat_interleave(beams, dim=0)
     regions = regions.repeat_interleave(beams, dim=0)
-    projected = decoder.project_regions(regions)
     state = decoder.init_state(regions)
     mask = banned_mask(vocab, tokens.banned_ids, device)
     only_end = torch.full((vocab,), float("-inf"), device=device)

@@ -78,8 +78,10 @@ def constrained_beam_search(
     rows_per_image = 2 * beams  # rows [0, K) unmet, [K, 2K) met
     device = regions.device
     vocab = decoder.vocab_size
+    # Projected once per image, then shared by its rows: the per-image work does not grow with beams.
+    projected = decoder.project_regions(regions, with_context_terms=True)
+    projected = projected.repeat_interleave(rows_per_image, dim=0)
     regions = regions.repeat_interleave(rows_per_image, dim=0)
-    projected = decoder.project_regions(regions)
     state = decoder.init_state(regions)
     mask = banned_mask(vocab, tokens.banned_ids, device)
     only_end = torch.full((vocab,), float("-inf"), device=device)

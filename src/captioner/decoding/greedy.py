@@ -18,7 +18,7 @@ def greedy_decode(
     """Decode (B, R, D) region features into B captions of at most ``max_length`` words."""
     batch = regions.size(0)
     device = regions.device
-    projected = decoder.project_regions(regions)
+    projected = decoder.project_regions(regions, with_context_terms=True)
     state = decoder.init_state(regions)
     words = torch.full((batch,), tokens.start_id, dtype=torch.long, device=device)
     mask = banned_mask(decoder.vocab_size, tokens.banned_ids, device)

@@ -27,12 +27,16 @@ class SoftAttention(nn.Module):
         self, regions: torch.Tensor, projected_regions: torch.Tensor, hidden: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the context vector (N, D) and the attention weights (N, R) for one step."""
+        weights = self.weights(projected_regions, hidden).to(regions.dtype)
+        context = torch.bmm(weights.unsqueeze(1), regions).squeeze(1)
+        return context, weights
+
+    def weights(self, projected_regions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """alpha_t (N, R) in float32: softmax over regions, so low-precision runs stay normalised."""
         energies = self.score(
             torch.tanh(projected_regions + self.hidden_projection(hidden).unsqueeze(1))
         ).squeeze(2)
-        weights = torch.softmax(energies.float(), dim=1).to(regions.dtype)
-        context = torch.bmm(weights.unsqueeze(1), regions).squeeze(1)
-        return context, weights
+        return torch.softmax(energies.float(), dim=1)
 
 
 def doubly_stochastic_penalty(alphas: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:
