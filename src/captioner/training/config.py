@@ -65,6 +65,13 @@ class OptimConfig:
     max_bad_steps: int = 10
     """Stop with an error after this many consecutive steps with a non-finite loss or gradient
     (each one is skipped and logged)."""
+    scheduled_sampling_max: float = 0.0
+    """Scheduled sampling (cross-entropy runs): the highest probability of feeding the decoder
+    its own sampled word instead of the reference word; 0 turns it off."""
+    scheduled_sampling_start_epoch: int = 2
+    """The first epoch (from 1) that samples; the probability then grows by
+    ``scheduled_sampling_increase`` each epoch up to ``scheduled_sampling_max``."""
+    scheduled_sampling_increase: float = 0.05
     objective: str = "cross_entropy"
     """"cross_entropy" (teacher forcing) or "self_critical" (CIDEr-D reward; see ``scst``).
     Self-critical training starts from a trained model: set ``init_from``."""

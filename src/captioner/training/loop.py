@@ -217,9 +217,21 @@ class TeacherForcing(nn.Module):
         super().__init__()
         self.model = model
         self.input_kind = input_kind
+        self.sampling_probability = 0.0
+        """Scheduled sampling's probability for the current epoch (set by the loop)."""
 
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor) -> TeacherForcedOutput:
-        return self.model.decoder(regions_from_inputs(self.model, inputs, self.input_kind), captions)
+        regions = regions_from_inputs(self.model, inputs, self.input_kind)
+        return self.model.decoder(regions, captions, sampling_probability=self.sampling_probability)
+
+
+def scheduled_sampling_probability(epoch: int, config: RunConfig) -> float:
+    """The chance of feeding the decoder its own word in ``epoch`` (1-based)."""
+    optim = config.optim
+    if optim.scheduled_sampling_max <= 0.0 or epoch < optim.scheduled_sampling_start_epoch:
+        return 0.0
+    grown = optim.scheduled_sampling_increase * (epoch - optim.scheduled_sampling_start_epoch + 1)
+    return min(optim.scheduled_sampling_max, grown)
 
 
 def caption_loss(
@@ -320,7 +332,8 @@ class TrainStep:
         self.reward, self.tokens, self.records = reward, tokens, records
         self.autocast_dtype, self.scaler = autocast_dtype, scaler
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        self.teacher_forcing: torch.nn.Module = TeacherForcing(model, input_kind)
+        self.forcing = TeacherForcing(model, input_kind)
+        self.teacher_forcing: torch.nn.Module = self.forcing
         if config.compile:
             self.teacher_forcing = torch.compile(self.teacher_forcing)
         self.ddp = None
@@ -575,6 +588,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
                 world_size=context.world_size,
             )
             model.train()
+            step.forcing.sampling_probability = scheduled_sampling_probability(epoch, config)
             epoch_started = time.time()
             bar = tqdm(
                 loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", initial=state["batches_done"],
@@ -628,6 +642,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
                 "step": state["step"],
                 history_key: state["running_sum"] / max(1, state["running_count"]),
                 "train_seconds": round(train_seconds, 2),
+                **({"scheduled_sampling": step.forcing.sampling_probability}
+                   if step.forcing.sampling_probability else {}),
                 "val": metrics,
                 "val_examples": captions[:3],
             }
