@@ -1,0 +1,70 @@
+"""Cut Flickr8k's photos into gitignored folders small enough for one call to the GPU machine each.
+
+Usage: .venv/bin/python benchmarks/make_gpu_flickr8k_parts.py [--data ../shared/datasets/flickr8k]
+           [--part-mb 40.5] [--first-part-mb 22]
+
+Writes .f8k_part1 ... .f8k_partN (each: images/ and, in the first, the caption and split files)
+and lists them in .git/info/exclude. The first part is smaller because its call also carries
+.gpu_carry (the weights package). Sizes are the files' bytes; a call's limit is 64 MiB including
+the working tree, so --part-mb is 64 MiB minus the tree's size, minus a margin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "flickr8k"))
+    parser.add_argument("--part-mb", type=float, default=40.5)
+    parser.add_argument("--first-part-mb", type=float, default=22.0)
+    parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (smoke tests)")
+    args = parser.parse_args()
+    data = Path(args.data)
+    splits = ["Flickr_8k.trainImages.txt", "Flickr_8k.devImages.txt"]
+    names: list[str] = []
+    for split in splits:
+        listed = [line.strip() for line in (data / split).read_text().splitlines() if line.strip()]
+        names += listed[: args.limit] if args.limit else listed
+    for old in ROOT.glob(".f8k_part*"):
+        shutil.rmtree(old)
+    exclude = ROOT / ".git" / "info" / "exclude"
+    if "/.f8k_part*/" not in exclude.read_text():
+        with exclude.open("a") as handle:
+            handle.write("/.f8k_part*/\n")
+    part, used, capacity = 1, 0, args.first_part_mb * 1e6
+    target = ROOT / f".f8k_part{part}"
+    (target / "images").mkdir(parents=True)
+    text_files = [data / "Flickr8k.token.txt", *(data / s for s in splits)]
+    for text in text_files:
+        if args.limit:
+            keep = set(names)
+            lines = (data / text.name).read_text().splitlines()
+            if text.name == "Flickr8k.token.txt":
+                lines = [line for line in lines if line.split("#")[0] in keep]
+            else:
+                lines = [line for line in lines if line.strip() in keep]
+            (target / text.name).write_text("\n".join(lines) + "\n")
+        else:
+            shutil.copy(text, target / text.name)
+        used += (target / text.name).stat().st_size
+    for name in names:
+        size = (data / "images" / name).stat().st_size
+        if used + size > capacity:
+            part, used, capacity = part + 1, 0, args.part_mb * 1e6
+            target = ROOT / f".f8k_part{part}"
+            (target / "images").mkdir(parents=True)
+        shutil.copy(data / "images" / name, target / "images" / name)
+        used += size
+    for folder in sorted(ROOT.glob(".f8k_part*")):
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        print(f"{folder.name}: {len(list((folder / 'images').iterdir()))} images, {size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
