@@ -5,8 +5,9 @@ Usage: .venv/bin/python benchmarks/make_gpu_flickr8k_parts.py [--data ../shared/
 
 Writes .f8k_part1 ... .f8k_partN (each: images/ and, in the first, the caption and split files)
 and lists them in .git/info/exclude. The first part is smaller because its call also carries
-.gpu_carry (the weights package). Sizes are the files' bytes; a call's limit is 64 MiB including
-the working tree, so --part-mb is 64 MiB minus the tree's size, minus a margin.
+.gpu_carry (the weights package). Sizes are counted in 4 KiB disk blocks, as the machine's limit
+(64 MiB a call, the working tree included) counts them: --part-mb is 64 MiB minus the tree's
+`du`, minus a margin.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "flickr8k"))
-    parser.add_argument("--part-mb", type=float, default=40.5)
-    parser.add_argument("--first-part-mb", type=float, default=22.0)
+    parser.add_argument("--part-mb", type=float, default=40.4)
+    parser.add_argument("--first-part-mb", type=float, default=21.5)
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (smoke tests)")
     args = parser.parse_args()
     data = Path(args.data)
@@ -54,7 +55,7 @@ def main() -> None:
             shutil.copy(text, target / text.name)
         used += (target / text.name).stat().st_size
     for name in names:
-        size = (data / "images" / name).stat().st_size
+        size = -(-(data / "images" / name).stat().st_size // 4096) * 4096  # the machine counts disk blocks
         if used + size > capacity:
             part, used, capacity = part + 1, 0, args.part_mb * 1e6
             target = ROOT / f".f8k_part{part}"
