@@ -123,3 +123,20 @@ def test_beam_search_is_deterministic_and_no_worse_than_greedy():
     for beam, plain in zip(first, greedy):
         if beam.finished and plain.finished:
             assert beam.log_prob >= plain.log_prob - 1e-5
+
+
+def test_beam_search_gives_the_same_captions_with_and_without_precomputed_context_terms():
+    """Large batches decode from the regions, small ones from precomputed terms: same captions."""
+    from captioner.decoding.types import CONTEXT_TERMS_MAX_IMAGES
+
+    torch.manual_seed(0)
+    config = DecoderConfig(embed_dim=8, hidden_dim=12, attention_dim=6, dropout=0.0)
+    decoder = ShowAttendTellDecoder(config, vocab_size=7, feature_dim=10).eval()
+    regions = torch.randn(CONTEXT_TERMS_MAX_IMAGES + 4, 5, 10)
+    together = beam_search(decoder, regions, TOKENS, beam_size=3, max_length=8)  # plain path
+    alone = [beam_search(decoder, regions[i : i + 1], TOKENS, beam_size=3, max_length=8)[0]
+             for i in range(regions.size(0))]  # precomputed terms
+    assert [c.token_ids for c in together] == [c.token_ids for c in alone]
+    for a, b in zip(together, alone):
+        assert math.isclose(a.log_prob, b.log_prob, rel_tol=1e-4, abs_tol=1e-5)
+        torch.testing.assert_close(a.alphas, b.alphas, rtol=1e-4, atol=1e-5)

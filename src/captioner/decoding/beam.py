@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask
+from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask, use_context_terms
 from captioner.models.decoder import ShowAttendTellDecoder
 
 
@@ -61,7 +61,8 @@ def beam_search(
     device = regions.device
     vocab = decoder.vocab_size
     # Projected once per image, then shared by its rows: the per-image work does not grow with beams.
-    projected = decoder.project_regions(regions, with_context_terms=True)
+    terms = use_context_terms(regions.size(0))
+    projected = decoder.project_regions(regions, with_context_terms=terms)
     projected = projected.repeat_interleave(beams, dim=0)
     regions = regions.repeat_interleave(beams, dim=0)
     state = decoder.init_state(regions)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from captioner.decoding.beam import length_penalty, repeated_ngram_mask
-from captioner.decoding.types import Constraint, DecodedCaption, SearchTokens, banned_mask
+from captioner.decoding.types import Constraint, DecodedCaption, SearchTokens, banned_mask, use_context_terms
 from captioner.models.decoder import ShowAttendTellDecoder
 
 UNMET, MET = 0, 1
@@ -79,7 +79,8 @@ def constrained_beam_search(
     device = regions.device
     vocab = decoder.vocab_size
     # Projected once per image, then shared by its rows: the per-image work does not grow with beams.
-    projected = decoder.project_regions(regions, with_context_terms=True)
+    terms = use_context_terms(regions.size(0))
+    projected = decoder.project_regions(regions, with_context_terms=terms)
     projected = projected.repeat_interleave(rows_per_image, dim=0)
     regions = regions.repeat_interleave(rows_per_image, dim=0)
     state = decoder.init_state(regions)

@@ -8,6 +8,19 @@ from dataclasses import dataclass, field
 import torch
 
 
+CONTEXT_TERMS_MAX_IMAGES = 32
+"""Searches over at most this many images use the decoder's precomputed context terms
+(``project_regions(..., with_context_terms=True)``). A small search waits on reading the
+decoder's weights at every step, which the terms save; a large one is bound by arithmetic, and
+mapping all of every image's regions then costs more than it saves. On the 2-core CPU, beam 3
+(benchmarks/context_terms_crossover.py): 2.1x faster for one image, 1.3x at 16, 1.2x at 32,
+0.9x at 100."""
+
+
+def use_context_terms(images: int) -> bool:
+    return images <= CONTEXT_TERMS_MAX_IMAGES
+
+
 @dataclass(frozen=True)
 class SearchTokens:
     """Ids the search treats specially. ``banned_ids`` are never emitted (<pad>, <start>,
