@@ -1,17 +1,25 @@
 """A training epoch on cached features against the same epoch running the encoder.
 
 Usage: .venv/bin/python benchmarks/cached_epoch_speed.py --features CACHE [--images 384] [--device cpu|cuda|auto]
+       .venv/bin/python benchmarks/cached_epoch_speed.py --encoder resnet101 --untrained-encoder [--images 192]
 
 Same records, same batches, same decoder (the Flickr8k recipe's sizes), same optimiser step; the
-only difference is where the (49, 1280) region grids come from: the fp16 memory-mapped cache of
-``captioner features``, or EfficientNet-Lite0 run on the decoded JPEGs in the loop (frozen, as in
+only difference is where the region grids come from: the fp16 memory-mapped cache of
+``captioner features``, or the encoder run on the decoded JPEGs in the loop (frozen, as in
 cached training). Reports seconds per image both ways and the speed-up.
+
+``--encoder`` picks another encoder (default: the recipe's EfficientNet-Lite0); without
+``--features`` the cache of the chosen images is built first (not timed). ``--untrained-encoder``
+uses random weights, for backbones whose pretrained weights are not on the machine: the speed of
+a forward pass does not depend on the values of the weights, so the timing is that of the
+pretrained encoder, but such features are useless for captioning.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +31,8 @@ from _machine import describe_machine  # noqa: E402
 from captioner.data.batches import CaptionTrainingSet, collate_captions, make_loader
 from captioner.data.readers import load_records
 from captioner.data.text import Vocabulary, tokenize_caption
-from captioner.encoders.cache import FeatureCache
+from captioner.encoders.base import EncoderConfig
+from captioner.encoders.cache import FeatureCache, build_feature_cache
 from captioner.recipes import recipe_path
 from captioner.training.config import RunConfig
 from captioner.training.inputs import CachedInput, InputKind, PixelInput, regions_from_inputs
@@ -55,7 +64,9 @@ def time_epoch(model, optimizer, dataset, kind, config, pad_id, device=torch.dev
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--features", required=True, help="feature cache of the Flickr8k train split")
+    parser.add_argument("--features", default=None, help="feature cache of the Flickr8k train split (default: build one)")
+    parser.add_argument("--encoder", default=None, help="encoder name (default: the recipe's, efficientnet_lite0)")
+    parser.add_argument("--untrained-encoder", action="store_true", help="random encoder weights (timing only)")
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "datasets" / "flickr8k"))
     parser.add_argument("--images", type=int, default=384)
     parser.add_argument("--threads", type=int, default=2)
@@ -66,12 +77,22 @@ def main() -> None:
     print(describe_machine())
     config = RunConfig.load(recipe_path("flickr8k_lite0"))
     config.data.captions_per_image = 1
+    if args.encoder:
+        config.encoder = EncoderConfig(name=args.encoder)
+    if args.untrained_encoder:
+        config.encoder.pretrained = False
+    print(f"encoder: {config.encoder.name}{' (random weights, timing only)' if args.untrained_encoder else ''}")
     records = load_records(args.data, split="train")[: args.images]
     vocabulary = Vocabulary.build((tokenize_caption(c) for r in records for c in r.captions), min_count=1)
     torch.manual_seed(0)
     model = build_model(config, vocabulary).to(device)
     optimizer = make_optimizer(model, config)
-    cache = FeatureCache.open(args.features)
+    if args.features:
+        cache = FeatureCache.open(args.features)
+    else:
+        cache_dir = Path(tempfile.mkdtemp(prefix="cached_epoch_speed_"))
+        build_feature_cache(records, model.encoder, cache_dir, device=device, num_workers=0, progress=False)
+        cache = FeatureCache.open(cache_dir)
     timings = {}
     for name, load_input, kind in (
         ("cached features", CachedInput(cache), InputKind.REGIONS),
