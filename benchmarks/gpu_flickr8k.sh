@@ -10,7 +10,7 @@
 #
 #   carry [.gpu_carry/site, .f8k_part1]:  bash benchmarks/gpu_flickr8k.sh --stash
 #   carry [.f8k_part2] ... [.f8k_partN-1]: bash benchmarks/gpu_flickr8k.sh --stash
-#   carry [.f8k_partN]:                   bash benchmarks/gpu_flickr8k.sh --budget-s 470
+#   carry [.f8k_partN]:                   bash benchmarks/gpu_flickr8k.sh --budget-s 480 --parallel 9
 #
 # (as run on 2026-11-26, with the same moves typed inline). Other arguments go to
 # gpu_flickr8k_runs.py.

@@ -1,13 +1,18 @@
-"""Flickr8k training runs on a lent GPU: the recipe, its variants and self-critical fine-tuning.
+"""Flickr8k training runs on a lent GPU: the recipe, its ablations, self-critical variants, fine-tuning.
 
 Usage (on the GPU machine, from the repository root; see benchmarks/gpu_flickr8k.sh):
-    python3 benchmarks/gpu_flickr8k_runs.py --data /tmp/f8k --out $OUT --budget-s 420
+    python3 benchmarks/gpu_flickr8k_runs.py --data /tmp/f8k --out $OUT --budget-s 520 --parallel 7
 
-Caches the Lite0 features of the train and dev images once, then runs ``captioner train`` for each
-entry of RUNS in order, each exactly as a user would (same CLI, same recipes, ``--set`` overrides),
-as long as the time budget leaves room for it. After every run it rewrites ``summary.json`` (each
-run's command, seconds and per-epoch history). At the end it exports the best cross-entropy and
-the best self-critical run (``captioner export``, fp16) as tar.gz files cut into 15 MB pieces, so
+Caches the Lite0 features of the train and dev images once (the 7x7 grid, the 14x14 grid and the
+trunk activations that last-block fine-tuning reads, side by side), then runs ``captioner train``
+for the entries of RUNS, each exactly as a user would (same CLI, same recipes, ``--set``
+overrides). Several runs share the GPU at once (``--parallel``): one run of this small decoder
+leaves the card mostly idle, waiting on Python. A run whose ``init_from`` names another starts
+when that one has finished; ``best_ce`` waits for every cross-entropy run and takes the best. At
+the budget's end the runs still going are interrupted (SIGINT: the trainer saves and stops) and
+recorded as cut, with the epochs they finished. After every change ``summary.json`` is rewritten
+(each run's command, seconds and per-epoch history). At the end the best self-critical run and the
+fine-tuned run are exported (``captioner export``, fp16) as tar.gz files cut into 15 MB pieces, so
 that they fit the machine's way back (join with ``cat model_NAME.tar.gz.part-* | tar xz``).
 """
 
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+SCST_LONG = ["optim.epochs=10", "optim.early_stopping_patience=3"]
+
 
 @dataclass
 class Run:
@@ -30,39 +38,44 @@ class Run:
     recipe: str
     settings: list[str] = field(default_factory=list)
     init_from: str | None = None
-    """Name of an earlier run whose best weights this one starts from."""
+    """Name of an earlier run whose best weights this one starts from (``best_ce``: the best
+    cross-entropy run, once they have all ended)."""
     kind: str = "cross_entropy"
+    cache: str = "final"
+    """Which feature cache it reads: ``final`` (7x7x1280), ``stage5`` (14x14x112) or ``trunk``."""
 
 
+# In order of priority: with --parallel N the first N start together, the others as places free up.
 RUNS = [
     Run("ce", "flickr8k_lite0"),
-    Run("scst", "flickr8k_lite0_scst", ["optim.epochs=10", "optim.early_stopping_patience=3"], init_from="ce",
-        kind="self_critical"),
-    Run("ce_scheduled_sampling", "flickr8k_lite0",
-        ["optim.scheduled_sampling_max=0.25", "optim.scheduled_sampling_increase=0.1"]),
-    Run("scst_greedy_baseline", "flickr8k_lite0_scst",
-        ["optim.epochs=10", "optim.early_stopping_patience=3", "scst.baseline=greedy"], init_from="ce",
-        kind="self_critical"),
+    Run("ce_hidden_1024", "flickr8k_lite0", ["decoder.hidden_dim=1024"]),
     Run("ce_dropout_0.3", "flickr8k_lite0", ["decoder.dropout=0.3"]),
     Run("ce_no_attention_penalty", "flickr8k_lite0", ["optim.attention_regularization=0.0"]),
+    Run("ce_grid_14x14", "flickr8k_lite0", ["encoder.layer=stage5"], cache="stage5"),
+    Run("ce_constant_lr", "flickr8k_lite0", ["optim.lr_schedule=constant"]),
     Run("scst_lr_5e-5", "flickr8k_lite0_scst",
-        ["optim.epochs=10", "optim.early_stopping_patience=3", "optim.learning_rate=5e-5"], init_from="ce",
+        ["optim.epochs=16", "optim.early_stopping_patience=4", "optim.learning_rate=5e-5"], init_from="ce",
         kind="self_critical"),
-    Run("ce_hidden_1024", "flickr8k_lite0", ["decoder.hidden_dim=1024"]),
+    Run("scst_greedy_baseline", "flickr8k_lite0_scst", [*SCST_LONG, "scst.baseline=greedy"], init_from="ce",
+        kind="self_critical"),
+    Run("fine_tune_last_block", "flickr8k_lite0",
+        ["encoder.fine_tune_blocks=1", "encoder.fine_tune_lr=1e-4", "optim.learning_rate=1e-4", "optim.epochs=4",
+         "optim.warmup_steps=0"], init_from="ce", kind="fine_tune", cache="trunk"),
+    Run("scst", "flickr8k_lite0_scst", SCST_LONG, init_from="ce", kind="self_critical"),
+    Run("scst_from_best_ce", "flickr8k_lite0_scst", SCST_LONG, init_from="best_ce", kind="self_critical"),
+    Run("ce_scheduled_sampling", "flickr8k_lite0",
+        ["optim.scheduled_sampling_max=0.25", "optim.scheduled_sampling_increase=0.1"]),
 ]
+
+CACHES = {
+    "final": [],
+    "stage5": ["--layer", "stage5"],
+    "trunk": ["--trunk-only", "--fine-tune-blocks", "1"],
+}
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def captioner(*args: str, timeout: float) -> tuple[int, float]:
-    started = time.time()
-    try:
-        status = subprocess.run([sys.executable, "-m", "captioner", *args], timeout=timeout).returncode
-    except subprocess.TimeoutExpired:
-        status = 124
-    return status, time.time() - started
 
 
 def read_history(run_dir: Path) -> list[dict]:
@@ -72,23 +85,44 @@ def read_history(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def best_of_history(history: list[dict]) -> dict | None:
+    scored = [entry for entry in history if entry.get("epoch") and "val" in entry]
+    if not scored:
+        return None
+    best = max(scored, key=lambda entry: entry["val"]["CIDEr"])
+    return {"epoch": best["epoch"], **best["val"]}
+
+
+def stop(process: subprocess.Popen) -> int:
+    """Interrupt like Ctrl-C (the trainer saves and stops), then kill if it lingers."""
+    process.send_signal(signal.SIGINT)
+    try:
+        return process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="a Flickr8k folder (Flickr8k.token.txt, split lists, images/)")
-    parser.add_argument("--out", required=True, help="folder for summary.json and the exported models")
-    parser.add_argument("--work", default="/tmp/f8k_work", help="feature cache and run directories")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="start no run that would end after this")
+    parser.add_argument("--out", required=True, help="folder for summary.json, the run logs and the exported models")
+    parser.add_argument("--work", default="/tmp/f8k_work", help="feature caches and run directories")
+    parser.add_argument("--budget-s", type=float, default=520.0, help="interrupt what still runs at this time")
+    parser.add_argument("--min-start-s", type=float, default=45.0, help="start no run with less time than this left")
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--workers", type=int, default=8)
-    parser.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated subset, in order")
+    parser.add_argument("--parallel", type=int, default=6, help="runs sharing the GPU at once")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading processes per run")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
+    parser.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated subset")
     parser.add_argument("--extra", action="append", default=[], help="more --set values for every run (smoke tests)")
     args = parser.parse_args()
     started = time.time()
     out, work = Path(args.out), Path(args.work)
-    out.mkdir(parents=True, exist_ok=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    cache = work / "features"
-    summary: dict = {"data": args.data, "device": args.device, "runs": {}}
+    wanted = [run for run in RUNS if run.name in args.runs.split(",")]
+    summary: dict = {"data": args.data, "device": args.device, "parallel": args.parallel, "runs": {}}
     try:
         import torch
 
@@ -101,66 +135,123 @@ def main() -> int:
         summary["elapsed_s"] = round(time.time() - started, 1)
         (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
 
-    if not (cache / "index.json").exists():
-        log("caching features")
-        status, seconds = captioner(
-            "features", "--data", args.data, "--split", "train,dev", "--out", str(cache), "--batch-size", "64",
-            "--workers", str(args.workers), "--device", args.device, "--no-progress", timeout=args.budget_s,
-        )
-        summary["features"] = {"status": status, "seconds": round(seconds, 1)}
-        save_summary()
-        log(f"features: status {status} in {seconds:.0f} s")
-        if status != 0:
-            return status
+    def left() -> float:
+        return args.budget_s - (time.time() - started)
 
-    wanted = args.runs.split(",")
-    seconds_of_kind: dict[str, float] = {}
-    for run in [r for r in RUNS if r.name in wanted]:
-        elapsed = time.time() - started
-        expected = seconds_of_kind.get(run.kind, 110.0)
-        if elapsed + expected > args.budget_s:
-            summary["runs"][run.name] = {"skipped": f"{expected:.0f} s expected, {args.budget_s - elapsed:.0f} s left"}
-            log(f"skip {run.name}: {expected:.0f} s expected, {args.budget_s - elapsed:.0f} s left")
+    # The caches the wanted runs read, encoded side by side.
+    encoding = {}
+    for name in sorted({run.cache for run in wanted}):
+        cache = work / f"features_{name}"
+        if (cache / "index.json").exists():
             continue
-        if run.init_from and summary["runs"].get(run.init_from, {}).get("status") != 0:
-            summary["runs"][run.name] = {"skipped": f"{run.init_from} did not finish"}
-            continue
+        command = [sys.executable, "-m", "captioner", "features", "--data", args.data, "--split", "train,dev",
+                   "--out", str(cache), "--batch-size", "64", "--workers", "4", "--device", args.device,
+                   "--no-progress", *CACHES[name]]
+        log(f"caching {name}: {' '.join(command[2:])}")
+        encoding[name] = (subprocess.Popen(command, stdout=(out / "logs" / f"features_{name}.log").open("w"),
+                                           stderr=subprocess.STDOUT), time.time())
+    summary["features"] = {}
+    for name, (process, began) in encoding.items():
+        status = process.wait()
+        summary["features"][name] = {"status": status, "seconds": round(time.time() - began, 1)}
+        log(f"features {name}: status {status} in {time.time() - began:.0f} s")
+    save_summary()
+
+    pending = list(wanted)
+    active: dict[str, tuple[subprocess.Popen, float, Run]] = {}
+
+    def record(run: Run, status: int, seconds: float, cut: bool) -> None:
         run_dir = work / "runs" / run.name
-        settings = [f"data.feature_cache={cache}", f"data.num_workers={args.workers}", "threads=0",
-                    "mixed_precision=false", *run.settings, *args.extra]
-        if run.init_from:
-            settings.append(f"init_from={work / 'runs' / run.init_from}")
-        command = ["train", "--config", run.recipe, "--data", args.data, "--out", str(run_dir),
-                   "--device", args.device, "--quiet"]
-        for setting in settings:
-            command += ["--set", setting]
-        log(f"run {run.name}: captioner {' '.join(command)}")
-        status, seconds = captioner(*command, timeout=max(30.0, args.budget_s - elapsed + 60))
-        seconds_of_kind[run.kind] = seconds
         history = read_history(run_dir)
-        metrics_path = run_dir / "metrics.json"
         summary["runs"][run.name] = {
             "status": status,
+            "cut": cut,
             "seconds": round(seconds, 1),
             "recipe": run.recipe,
             "settings": run.settings,
-            "init_from": run.init_from,
-            "best": json.loads(metrics_path.read_text()) if metrics_path.exists() else None,
-            "history": [{k: v for k, v in entry.items() if k != "val_examples"} | {"example": (entry.get("val_examples") or [""])[0]}
-                        for entry in history],
+            "init_from": summary.get("resolved", {}).get(run.name, run.init_from),
+            "best": best_of_history(history),
+            "history": [{k: v for k, v in entry.items() if k != "val_examples"}
+                        | {"example": (entry.get("val_examples") or [""])[0]} for entry in history],
         }
         save_summary()
         best = summary["runs"][run.name]["best"] or {}
-        log(f"run {run.name}: status {status} in {seconds:.0f} s, best epoch {best.get('epoch')} CIDEr {best.get('CIDEr')}")
+        log(f"run {run.name}: status {status}{' (cut)' if cut else ''} in {seconds:.0f} s, "
+            f"best epoch {best.get('epoch')} CIDEr {best.get('CIDEr')}")
 
-    for kind in ("cross_entropy", "self_critical"):
+    def ended_ok(name: str) -> bool:
+        info = summary["runs"].get(name, {})
+        return info.get("status") == 0 or bool(info.get("cut") and info.get("best"))
+
+    def resolve(run: Run) -> str | None | bool:
+        """The run directory name to start from; None: no init; False: not yet; '' : never."""
+        if run.init_from is None:
+            return None
+        if run.init_from == "best_ce":
+            ce_runs = [r.name for r in wanted if r.kind == "cross_entropy"]
+            if any(name in active or any(p.name == name for p in pending) for name in ce_runs):
+                return False
+            finished = [(summary["runs"][n]["best"]["CIDEr"], n) for n in ce_runs
+                        if summary["runs"].get(n, {}).get("status") == 0 and summary["runs"][n].get("best")]
+            return max(finished)[1] if finished else ""
+        if run.init_from in active or any(p.name == run.init_from for p in pending):
+            return False
+        return run.init_from if summary["runs"].get(run.init_from, {}).get("status") == 0 else ""
+
+    while pending or active:
+        for name, (process, began, run) in list(active.items()):
+            if process.poll() is not None:
+                del active[name]
+                record(run, process.returncode, time.time() - began, cut=False)
+        if left() <= 0:
+            for name, (process, began, run) in list(active.items()):
+                status = stop(process)
+                del active[name]
+                record(run, status, time.time() - began, cut=True)
+            for run in pending:
+                summary["runs"][run.name] = {"skipped": "the time budget ended first"}
+            break
+        for run in list(pending):
+            if len(active) >= args.parallel:
+                break
+            origin = resolve(run)
+            if origin is False:
+                continue
+            pending.remove(run)
+            if origin == "":
+                summary["runs"][run.name] = {"skipped": f"{run.init_from} did not finish"}
+                continue
+            if left() < args.min_start_s:
+                summary["runs"][run.name] = {"skipped": f"{left():.0f} s left"}
+                continue
+            if origin and origin != run.init_from:
+                summary.setdefault("resolved", {})[run.name] = origin
+            run_dir = work / "runs" / run.name
+            settings = [f"data.feature_cache={work / f'features_{run.cache}'}", f"data.num_workers={args.workers}",
+                        f"threads={args.threads}", "mixed_precision=false", *run.settings, *args.extra]
+            if origin:
+                settings.append(f"init_from={work / 'runs' / origin}")
+            command = ["train", "--config", run.recipe, "--data", args.data, "--out", str(run_dir),
+                       "--device", args.device, "--quiet"]
+            for setting in settings:
+                command += ["--set", setting]
+            log(f"run {run.name}: captioner {' '.join(command)}")
+            process = subprocess.Popen([sys.executable, "-m", "captioner", *command],
+                                       stdout=(out / "logs" / f"{run.name}.log").open("w"), stderr=subprocess.STDOUT)
+            active[run.name] = (process, time.time(), run)
+        save_summary()
+        time.sleep(1.0)
+
+    exports = {}
+    for kind in ("self_critical", "fine_tune"):
         finished = [(info["best"]["CIDEr"], name) for name, info in summary["runs"].items()
                     if info.get("best") and next(r.kind for r in RUNS if r.name == name) == kind]
-        if not finished:
-            continue
-        score, name = max(finished)
+        if finished:
+            exports[kind] = max(finished)
+    for kind, (score, name) in exports.items():
         export_dir = work / f"export_{name}"
-        status, _ = captioner("export", "--checkpoint", str(work / "runs" / name), "--out", str(export_dir), timeout=120)
+        status = subprocess.run([sys.executable, "-m", "captioner", "export", "--checkpoint", str(work / "runs" / name),
+                                 "--out", str(export_dir)], timeout=120).returncode
         if status != 0:
             log(f"export of {name} failed ({status})")
             continue
