@@ -63,6 +63,15 @@ RUNS = [
          "optim.warmup_steps=0"], init_from="ce", kind="fine_tune", cache="trunk"),
     Run("scst", "flickr8k_lite0_scst", SCST_LONG, init_from="ce", kind="self_critical"),
     Run("scst_from_best_ce", "flickr8k_lite0_scst", SCST_LONG, init_from="best_ce", kind="self_critical"),
+    Run("ce_hidden_768", "flickr8k_lite0", ["decoder.hidden_dim=768"]),
+    Run("scst_hidden_768_lr_5e-5", "flickr8k_lite0_scst",
+        ["optim.epochs=16", "optim.early_stopping_patience=4", "optim.learning_rate=5e-5"],
+        init_from="ce_hidden_768", kind="self_critical"),
+    Run("scst_hidden_1024", "flickr8k_lite0_scst", [*SCST_LONG, "decoder.hidden_dim=1024"], init_from="ce_hidden_1024",
+        kind="self_critical"),
+    Run("scst_hidden_1024_lr_5e-5", "flickr8k_lite0_scst",
+        ["optim.epochs=16", "optim.early_stopping_patience=4", "optim.learning_rate=5e-5", "decoder.hidden_dim=1024"],
+        init_from="ce_hidden_1024", kind="self_critical"),
     Run("ce_scheduled_sampling", "flickr8k_lite0",
         ["optim.scheduled_sampling_max=0.25", "optim.scheduled_sampling_increase=0.1"]),
 ]
@@ -196,6 +205,8 @@ def main() -> int:
             return max(finished)[1] if finished else ""
         if run.init_from in active or any(p.name == run.init_from for p in pending):
             return False
+        if run.init_from not in summary["runs"] and (work / "runs" / run.init_from / "metrics.json").exists():
+            return run.init_from  # finished by an earlier call on this machine
         return run.init_from if summary["runs"].get(run.init_from, {}).get("status") == 0 else ""
 
     while pending or active:
@@ -231,6 +242,9 @@ def main() -> int:
                         f"threads={args.threads}", "mixed_precision=false", *run.settings, *args.extra]
             if origin:
                 settings.append(f"init_from={work / 'runs' / origin}")
+                # the model's shape comes with the weights it starts from
+                origin_run = next(r for r in RUNS if r.name == origin)
+                settings += [s for s in origin_run.settings if s.startswith("decoder.") and s not in settings]
             command = ["train", "--config", run.recipe, "--data", args.data, "--out", str(run_dir),
                        "--device", args.device, "--quiet"]
             for setting in settings:
