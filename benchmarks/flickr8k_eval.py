@@ -6,7 +6,8 @@ Usage: .venv/bin/python benchmarks/flickr8k_eval.py [--checkpoint RUN_DIR] [--gu
 Encodes every dev photo once (EfficientNet-Lite0 on the JPEGs, as `captioner caption` does),
 then decodes with each beam size and scores with the COCO metrics (METEOR where Java is present).
 ``--guidance`` also decodes each beam size with classifier guidance as the model's config sets
-it (``eval.guidance_threshold`` / ``guidance_margin``: what `captioner caption` does by default).
+it (``eval.guidance_threshold`` / ``guidance_trust`` / ``guidance_margin``: what `captioner caption`
+does by default).
 ``--guidance-sweep`` tries the guide variants of ood_eval.py at several thresholds and margins
 (beam 3 only) and writes benchmarks/results/flickr8k_guidance_sweep.json.
 ``--write-metrics`` stores the table in the checkpoint's ``metrics.json`` (the shipped model's
@@ -123,11 +124,13 @@ def main() -> None:
 def guided_row(captioner: Captioner, regions: torch.Tensor, records: list, references: dict, settings, beam: int):
     """Scores of one beam size with guidance as the model's config sets it."""
     threshold = captioner.config.eval.guidance_threshold
+    trust = captioner.config.eval.guidance_trust
     margin = captioner.config.eval.guidance_margin
     run = guided_run(captioner, regions, captioner.guide, settings)
-    captions, used = run.select(threshold, math.inf if margin is None else margin)
+    captions, used = run.select(threshold, math.inf if margin is None else margin, trust)
     scores = score_captions(references, {r.image_id: c for r, c in zip(records, captions)}).corpus
-    label = f"beam {beam}, guided (threshold {threshold}{'' if margin is None else f', margin {margin}'})"
+    label = (f"beam {beam}, guided (threshold {threshold}"
+             f"{'' if margin is None else f', trust {trust}, margin {margin}'})")
     return label, scores, sum(used)
 
 

@@ -75,11 +75,13 @@ class GuidedRun:
     word: list[str | None]
     labels: list[list[dict]]
 
-    def select(self, threshold: float, margin: float = math.inf) -> tuple[list[str], list[bool]]:
-        """Captions at ``threshold`` and ``margin``, and which of them are guided."""
+    def select(self, threshold: float, margin: float = math.inf, trust: float = math.inf
+               ) -> tuple[list[str], list[bool]]:
+        """Captions at ``threshold``, ``margin`` and ``trust`` (what ``decode`` does with the
+        guide's constraints), and which of them are guided."""
         used = [
             self.word[i] is not None and self.confidence[i] >= threshold and self.met[i]
-            and self.guided_scores[i] >= self.plain_scores[i] - margin
+            and (self.confidence[i] >= trust or self.guided_scores[i] >= self.plain_scores[i] - margin)
             for i in range(len(self.plain))
         ]
         return [g if u else p for g, p, u in zip(self.guided, self.plain, used)], used
@@ -185,7 +187,8 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--thresholds", default="0.2,0.3,0.5", help="thresholds also tried with the shipped variant")
-    parser.add_argument("--margins", default="2,1", help="margins also tried with the shipped variant and threshold")
+    parser.add_argument("--margins", default="inf,3.5,5.5",
+                        help="margins also tried with the shipped variant, threshold and trust (inf: as shipped before)")
     parser.add_argument("--figure", action="store_true", help="also draw benchmarks/results/ood_before_after.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -198,6 +201,7 @@ def main() -> None:
         regions = captioner.model.encode(pixels)
     settings = captioner.default_settings(args.beam_size)
     threshold = captioner.config.eval.guidance_threshold
+    trust = captioner.config.eval.guidance_trust
     margin = captioner.config.eval.guidance_margin
     margin = math.inf if margin is None else margin
     table: dict[str, dict] = {}
@@ -209,22 +213,23 @@ def main() -> None:
         guide = Guide.for_model(captioner.model.encoder, captioner.grid_size, captioner.vocabulary,
                                 threshold=0.0, **options)
         runs[name] = guided_run(captioner, regions, guide, settings)
-        captions, guided = runs[name].select(threshold, margin)
+        captions, guided = runs[name].select(threshold, margin, trust)
         table[f"{name}, threshold {threshold}"] = summarise(captions, annotations, guided)
     for other in (float(t) for t in args.thresholds.split(",")):
         if other != threshold:
-            captions, guided = runs[SHIPPED].select(other, margin)
+            captions, guided = runs[SHIPPED].select(other, margin, trust)
             table[f"{SHIPPED.split(' (')[0]}, threshold {other}"] = summarise(captions, annotations, guided)
     for other in (float(m) for m in args.margins.split(",")):
-        captions, guided = runs[SHIPPED].select(threshold, other)
-        table[f"{SHIPPED.split(' (')[0]}, threshold {threshold}, margin {other}"] = summarise(captions, annotations, guided)
+        captions, guided = runs[SHIPPED].select(threshold, other, trust)
+        table[f"{SHIPPED.split(' (')[0]}, threshold {threshold}, trust {trust}, margin {other}"] = summarise(
+            captions, annotations, guided)
     print(f"decoded {len(VARIANTS) + 1} settings in {time.perf_counter() - started:.0f} s")
     for name, row in table.items():
         print(f"{name:70s} right object {row['right_object']}/{len(annotations)} ({row['right_object_share']:.1%})  "
               f"CIDEr-D {row['CIDEr']:.3f}  dog without dog {row['dog_without_dog']}/{row['photos_without_dog']}  "
               f"<unk> {row['unk']}  guided {row['guided']}")
     shipped = runs[SHIPPED]
-    after, used = shipped.select(threshold, margin)
+    after, used = shipped.select(threshold, margin, trust)
     # The ceiling guidance works under: photos whose classifier top category maps to a word that
     # names the main object (guidance can only add the word it is given).
     top_names = [bool(labels) and labels[0]["word"] is not None
@@ -242,7 +247,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / "ood_eval.json"
     out.write_text(json.dumps({"machine": describe_machine(), "beam_size": args.beam_size,
-                               "threshold": threshold, "margin": None if math.isinf(margin) else margin,
+                               "threshold": threshold, "trust": trust, "margin": None if math.isinf(margin) else margin,
                                "classifier_top_category_names_object": sum(top_names),
                                "table": table, "photos": photos}, indent=2) + "\n")
     print(f"wrote {out}")

@@ -100,7 +100,11 @@ class Captioner:
         # None for encoders without an ImageNet classifier: captions are then never guided and
         # carry no labels.
         self.guide = Guide.for_model(
-            self.model.encoder, self.grid_size, vocabulary, threshold=config.eval.guidance_threshold
+            self.model.encoder,
+            self.grid_size,
+            vocabulary,
+            threshold=config.eval.guidance_threshold,
+            trust=config.eval.guidance_trust,
         )
 
     @classmethod

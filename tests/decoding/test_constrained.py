@@ -153,6 +153,14 @@ def test_decode_changes_only_the_captions_that_miss_their_constraint():
     strict = decode(decoder, regions, TOKENS, dataclasses.replace(settings, constraint_margin=0.0), constraints)
     assert strict[3].token_ids == plain[3].token_ids and strict[3].constraint_met is False
     assert strict[1].token_ids == plain[1].token_ids and strict[1].constraint_met
+    # A constraint's own margin overrides the settings': inf (a word the guide is sure of) takes
+    # the guided caption under the strict settings, and 0 keeps the plain one under lenient ones.
+    sure = [None, None, None, Constraint((missing,), margin=math.inf), None, None]
+    taken = decode(decoder, regions, TOKENS, dataclasses.replace(settings, constraint_margin=0.0), sure)
+    assert taken[3].token_ids == guided[3].token_ids and taken[3].constraint_met
+    unsure = [None, None, None, Constraint((missing,), margin=0.0), None, None]
+    kept = decode(decoder, regions, TOKENS, settings, unsure)
+    assert kept[3].token_ids == plain[3].token_ids and kept[3].constraint_met is False
 
 
 def test_greedy_settings_with_constraints_name_the_word():

@@ -60,12 +60,13 @@ def test_caption_command_json_and_no_guidance_flag(capsys):
 
 def test_configs_written_before_guidance_existed_still_load_with_it_on():
     values = RunConfig().to_dict()
-    for name in ("guidance", "guidance_threshold", "guidance_margin"):
+    for name in ("guidance", "guidance_threshold", "guidance_trust", "guidance_margin"):
         del values["eval"][name]
     config = RunConfig.from_dict(values)
-    assert config.eval.guidance is True and config.eval.guidance_margin is None
-    values["eval"]["guidance_margin"] = 1.5
-    assert RunConfig.from_dict(values).eval.guidance_margin == 1.5
+    assert config.eval.guidance is True
+    assert (config.eval.guidance_threshold, config.eval.guidance_trust, config.eval.guidance_margin) == (0.2, 0.6, 4.5)
+    values["eval"]["guidance_margin"] = None  # as the configs of the first guided models say
+    assert RunConfig.from_dict(values).eval.guidance_margin is None
 
 
 @pytest.mark.slow

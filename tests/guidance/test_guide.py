@@ -1,5 +1,7 @@
 """The guide: classifier scores -> word and constraint -> caption words, with a made-up classifier."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -75,6 +77,17 @@ def test_below_the_threshold_or_switched_off_there_is_no_constraint_but_labels_r
     assert weak.word is None and weak.constraint is None and weak.labels[0].label == "koala"
     (off,) = guide_for(logits_for(("koala", 0.9))).read(torch.zeros(1, 4, 8), guide=False)
     assert off.constraint is None and off.labels[0].confidence == pytest.approx(0.9, abs=1e-3)
+
+
+def test_a_trusted_confidence_makes_the_constraint_always_taken():
+    logits = logits_for(("tabby", 0.5), ("Egyptian cat", 0.2))
+    (sure,) = guide_for(logits, trust=0.6).read(torch.zeros(1, 4, 8))
+    assert sure.confidence == pytest.approx(0.7, abs=1e-3) and sure.constraint.margin == math.inf
+    (unsure,) = guide_for(logits, trust=0.8).read(torch.zeros(1, 4, 8))
+    assert unsure.constraint.margin is None  # the search's constraint_margin decides
+    assert unsure.constraint.token_ids == sure.constraint.token_ids
+    with pytest.raises(ValueError, match="trust"):
+        guide_for(logits, trust=-0.1)
 
 
 def test_a_caption_that_did_not_meet_the_constraint_is_left_alone():

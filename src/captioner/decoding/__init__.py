@@ -42,9 +42,9 @@ def decode(
     ``constraints`` (one per image, ``None`` for none): an image whose ordinary caption does not
     already contain one of its constraint's tokens is decoded again by
     ``constrained_beam_search`` with the same beam size, and that caption replaces the ordinary
-    one unless its score (length-normalised log-probability) is more than
-    ``settings.constraint_margin`` lower. Every other image gets exactly the caption it would
-    get without constraints.
+    one unless its score (length-normalised log-probability) is more than the margin lower (the
+    constraint's own ``margin``, else ``settings.constraint_margin``). Every other image gets
+    exactly the caption it would get without constraints.
     """
     if settings.beam_size < 1:
         raise ValueError(f"beam size must be at least 1, got {settings.beam_size}")
@@ -79,10 +79,12 @@ def decode(
         )
         for index, caption in zip(pending, searched):
             plain = results[index]
+            margin = constraints[index].margin  # type: ignore[index,union-attr]
+            margin = settings.constraint_margin if margin is None else margin
             # Keep the ordinary caption when naming the word costs too much: a word the decoder
             # can only fit into a caption it finds absurd ("standing in a shovel") is better
             # left out.
-            if caption.constraint_met and caption.score >= plain.score - settings.constraint_margin:
+            if caption.constraint_met and caption.score >= plain.score - margin:
                 results[index] = caption
             else:
                 plain.constraint_met = False

@@ -64,6 +64,9 @@ class Constraint:
     within: int | None = None
     """The constraint token must be one of the caption's first ``within`` words (None: anywhere);
     a guided animal is the caption's subject, not an afterthought at its end."""
+    margin: float | None = None
+    """This image's own ``DecodeSettings.constraint_margin`` (None: the settings'); a guide
+    gives ``inf`` to the words it is sure of, so that their caption is always taken."""
 
 
 def banned_mask(vocab_size: int, banned_ids: tuple[int, ...], device: torch.device) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from captioner.guidance.guide import (
     DEFAULT_MARGIN,
     DEFAULT_THRESHOLD,
+    DEFAULT_TRUST,
     Guide,
     ImageGuidance,
     Label,
@@ -22,6 +23,7 @@ from captioner.guidance.words import CaptionWord, caption_words, imagenet_table,
 __all__ = [
     "DEFAULT_MARGIN",
     "DEFAULT_THRESHOLD",
+    "DEFAULT_TRUST",
     "CaptionWord",
     "Guide",
     "ImageGuidance",

@@ -17,6 +17,8 @@ Owns nothing of the search itself (``captioner.decoding.constrained``).
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,9 +39,17 @@ from captioner.guidance.words import (
 IMAGENET_CLASSES = 1000
 DEFAULT_THRESHOLD = 0.2
 """Chosen on Flickr8k dev with the cross-entropy decoder shipped at the time (the lowest tried
-whose CIDEr-D stayed within 2% of that decoder alone); kept for the self-critical decoder shipped
-now, where it costs 2.5% on dev (BENCHMARKS.md)."""
-DEFAULT_MARGIN = float("inf")
+whose CIDEr-D stayed within 2% of that decoder alone); kept for the self-critical decoder."""
+DEFAULT_TRUST = 0.6
+"""At or above this confidence the classifier is trusted: its word goes into the caption
+whatever the decoder thinks of the result (the constraint's margin is ``inf``)."""
+DEFAULT_MARGIN = 4.5
+"""Below ``DEFAULT_TRUST`` the guided caption is kept only if its length-normalised
+log-probability is at most this much below the plain caption's: an unsure classifier and a
+decoder that finds the result absurd ("a boy sitting in a pile of mushroom leaves") together
+are usually wrong. Trust and margin were chosen together with the self-critical decoder as the
+middle of the region where Flickr8k dev stays within 2% of the decoder alone and the
+out-of-domain set keeps its right objects (BENCHMARKS.md, benchmarks/guidance_trust_sweep.py)."""
 LIVING_KINDS = frozenset({"animal", "bird", "fish", "sea creature", "insect"})
 SUBJECT_WITHIN = 5
 """A guided living thing must be among the first five words ("a black and white cat"): the
@@ -115,19 +125,25 @@ class Guide:
         classify: RegionClassifier,
         threshold: float = DEFAULT_THRESHOLD,
         top_k: int = 5,
+        trust: float = 1.0,
         subject_within: int | None = SUBJECT_WITHIN,
         subject_kinds: frozenset[str] = LIVING_KINDS,
         stand_in_known_words: bool = False,
         rule_out_stand_ins: bool = False,
     ) -> None:
-        """``subject_within``: a word of ``subject_kinds`` must be one of the caption's first
+        """``trust``: from this confidence on, a constraint carries margin ``inf``: its caption
+        is taken whatever the search's ``constraint_margin`` (above 1: never).
+        ``subject_within``: a word of ``subject_kinds`` must be one of the caption's first
         words (None: anywhere). The last two switch on alternatives that were measured and not
         kept (BENCHMARKS.md): ``stand_in_known_words`` lets a known word also be met by its
         kind's stand-in; ``rule_out_stand_ins`` bans all of its kind's stand-ins ("dog" for an
         animal) once the word is placed."""
         if not 0.0 <= threshold <= 1.0:
             raise ValueError(f"guidance threshold must be between 0 and 1, got {threshold}")
+        if not trust >= 0.0:
+            raise ValueError(f"guidance trust must be a probability (above 1: never), got {trust}")
         self.vocabulary = vocabulary
+        self.trust = trust
         self.classify = classify
         self.threshold = threshold
         self.top_k = top_k
@@ -224,9 +240,10 @@ class Guide:
                 readings.append(ImageGuidance(labels, None, confidence, None))
                 continue
             plan = self.plan(word)
-            readings.append(
-                ImageGuidance(labels, word, confidence, None if plan is None else plan.constraint)
-            )
+            constraint = None if plan is None else plan.constraint
+            if constraint is not None and confidence >= self.trust:
+                constraint = dataclasses.replace(constraint, margin=math.inf)
+            readings.append(ImageGuidance(labels, word, confidence, constraint))
         return readings
 
     def caption_words(self, decoded: DecodedCaption, reading: ImageGuidance | None) -> list[str]:

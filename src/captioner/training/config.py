@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from captioner.encoders.base import EncoderConfig
 from captioner.errors import ConfigError
+from captioner.guidance import DEFAULT_MARGIN, DEFAULT_THRESHOLD, DEFAULT_TRUST
 from captioner.models.decoder import DecoderConfig
 
 T = TypeVar("T")
@@ -107,12 +108,16 @@ class EvalConfig:
     """Captioning and evaluating photos: make a caption name what the encoder's ImageNet
     classifier confidently sees (``captioner.guidance``); no effect for encoders without a
     classifier, nor on validation during training."""
-    guidance_threshold: float = 0.2
+    guidance_threshold: float = DEFAULT_THRESHOLD
     """Guide only when the classifier's top category, summed with the categories of the same
     caption word, has at least this probability."""
-    guidance_margin: float | None = None
-    """Keep the unguided caption when the guided one's length-normalised log-probability is
-    more than this lower (None: always take the guided one)."""
+    guidance_trust: float = DEFAULT_TRUST
+    """From this probability on the classifier is trusted: the guided caption is taken whatever
+    its score (above 1: never)."""
+    guidance_margin: float | None = DEFAULT_MARGIN
+    """Below ``guidance_trust``, keep the unguided caption when the guided one's
+    length-normalised log-probability is more than this lower (None: always take the guided
+    one)."""
 
 
 @dataclass
