@@ -125,7 +125,7 @@ class Guide:
         classify: RegionClassifier,
         threshold: float = DEFAULT_THRESHOLD,
         top_k: int = 5,
-        trust: float = 1.0,
+        trust: float = DEFAULT_TRUST,
         subject_within: int | None = SUBJECT_WITHIN,
         subject_kinds: frozenset[str] = LIVING_KINDS,
         stand_in_known_words: bool = False,
