@@ -31,6 +31,23 @@ def test_bad_settings_are_named(values, message):
         RunConfig.from_dict(values)
 
 
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("guidance_threshold", 3.0, "eval.guidance_threshold must be a probability between 0 and 1, got 3.0"),
+        ("guidance_trust", -0.5, "eval.guidance_trust must be a probability"),
+        ("guidance_margin", -1.0, "eval.guidance_margin must be at least 0"),
+    ],
+)
+def test_out_of_range_guidance_settings_name_the_file_and_the_setting(tmp_path, setting, value, message):
+    values = RunConfig().to_dict()
+    values["eval"][setting] = value
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(values))
+    with pytest.raises(ConfigError, match=f"^{path}: {message}"):
+        RunConfig.load(path)
+
+
 def test_integer_accepted_where_float_expected():
     assert RunConfig.from_dict({"optim": {"learning_rate": 1}}).optim.learning_rate == 1.0
 

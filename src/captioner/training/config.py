@@ -119,6 +119,21 @@ class EvalConfig:
     length-normalised log-probability is more than this lower (None: always take the guided
     one)."""
 
+    def __post_init__(self) -> None:
+        # Checked here, where the file is being read, rather than when a guide is built from it.
+        if not 0.0 <= self.guidance_threshold <= 1.0:
+            raise ConfigError(
+                f"eval.guidance_threshold must be a probability between 0 and 1, got {self.guidance_threshold}"
+            )
+        if not self.guidance_trust >= 0.0:
+            raise ConfigError(
+                f"eval.guidance_trust must be a probability (above 1: never trust), got {self.guidance_trust}"
+            )
+        if self.guidance_margin is not None and not self.guidance_margin >= 0.0:
+            raise ConfigError(
+                f"eval.guidance_margin must be at least 0 (null: no margin), got {self.guidance_margin}"
+            )
+
 
 @dataclass
 class RunConfig:
@@ -181,6 +196,9 @@ def dataclass_from_dict(cls: type[T], values: dict[str, Any], source: str, prefi
         return cls(**kwargs)
     except TypeError as error:  # a required field is absent
         raise ConfigError(f"{source}: {prefix.rstrip('.') or 'config'} is incomplete ({error})") from None
+    except ConfigError as error:  # a value its dataclass refuses: say which file holds it
+        message = str(error)
+        raise ConfigError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
 def _convert(hint: Any, value: Any, source: str, name: str) -> Any:
