@@ -7,13 +7,14 @@ import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from captioner.errors import ConfigError
-from captioner.serving.app import captioner_batch_function, create_app
+from captioner.serving.app import CaptionSettings, captioner_batch_function, create_app
 from captioner.serving.settings import ServerSettings
 
 
@@ -312,6 +313,24 @@ def test_new_result_fields_flow_through_to_clients(tiny_captioner, make_png):
     assert "source" not in response.json()
 
 
+def test_guidance_can_be_chosen_per_request_and_batches_keep_settings_apart(tiny_captioner, make_png):
+    run = captioner_batch_function(tiny_captioner)
+    seen = []
+
+    def model(images, settings):
+        seen.append((len(images), settings))
+        return run(images, settings)
+
+    app = create_app(tiny_captioner, ServerSettings(max_batch=1, batch_window_ms=0), run_batch=model)
+    with TestClient(app) as client:
+        assert upload(client, make_png()).status_code == 200
+        assert upload(client, make_png(), guidance="false", beam_size=2).status_code == 200
+        assert upload(client, make_png(), guidance="true").status_code == 200
+        refused = upload(client, make_png(), guidance="maybe")
+    assert refused.status_code == 422 and "guidance" in refused.json()["error"]
+    assert seen == [(1, CaptionSettings(3, None)), (1, CaptionSettings(2, False)), (1, CaptionSettings(3, True))]
+
+
 def test_settings_refuse_impossible_limits():
     with pytest.raises(ConfigError, match="max_queue"):
         ServerSettings(max_queue=0)
@@ -321,3 +340,16 @@ def test_settings_refuse_impossible_limits():
         ServerSettings(request_timeout_s=0)
     with pytest.raises(ConfigError, match="integer"):
         ServerSettings(max_batch=2.5)
+
+
+def test_the_shipped_model_guides_by_default_and_not_with_guidance_false():
+    from captioner.api import Captioner
+
+    photo = (Path(__file__).parents[2] / "examples" / "photos" / "cat_tabby_closeup.jpg").read_bytes()
+    app = create_app(Captioner.from_pretrained(device="cpu"))
+    with TestClient(app) as client:
+        guided = upload(client, photo, name="cat.jpg", mime="image/jpeg").json()
+        plain = upload(client, photo, name="cat.jpg", mime="image/jpeg", guidance="false").json()
+    assert guided["guided_by"] == "cat" and "cat" in guided["caption"].split()
+    assert plain["guided_by"] is None and "cat" not in plain["caption"].split()
+    assert plain["labels"] == guided["labels"] and guided["labels"][0]["word"] == "cat"

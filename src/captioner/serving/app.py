@@ -1,8 +1,8 @@
 """``create_app``: the FastAPI application of ``captioner serve`` — routes, limits, JSON errors.
 
 Owns the HTTP contract: ``POST /caption`` (multipart upload, JSON with base64, or raw image
-bytes; ``?beam_size=``), ``GET /health``, the page at ``/`` with its files under ``/static``,
-and the OpenAPI schema FastAPI derives from them. Every failure a request can cause becomes a
+bytes; ``?beam_size=``, ``?guidance=``), ``GET /health``, the page at ``/`` with its files under
+``/static``, and the OpenAPI schema FastAPI derives from them. Every failure a request can cause becomes a
 JSON body ``{"error": "..."}`` with its status (400, 408, 413, 415, 422, 503, 504, or 500 for a
 bug), and every exception is caught per request, so no request can take the server down.
 
@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -98,7 +98,7 @@ _ERRORS = {status: {"model": ErrorResponse, "description": text} for status, tex
     408: "the client did not send its upload within the request time limit",
     413: "upload over the size limit, or picture over the pixel limit",
     415: "not a readable image (or an unsupported Content-Type)",
-    422: "invalid query parameter (beam_size)",
+    422: "invalid query parameter (beam_size, guidance)",
     503: "the queue in front of the model is full, or the server is shutting down; retry later",
     504: "the caption was not ready within the request time limit",
 }.items()}
@@ -120,11 +120,20 @@ _REQUEST_BODY = {
 }
 
 
-def captioner_batch_function(captioner: Any) -> Callable[[Sequence[Image.Image], int], list[Any]]:
+class CaptionSettings(NamedTuple):
+    """How a request wants its picture captioned; requests with equal settings share a pass."""
+
+    beam_size: int
+    guidance: bool | None = None
+    """None: the model's own setting (``eval.guidance``)."""
+
+
+def captioner_batch_function(captioner: Any) -> Callable[[Sequence[Image.Image], CaptionSettings], list[Any]]:
     """The model call the batcher makes: one ``Captioner.caption`` pass over the batch."""
 
-    def run(images: Sequence[Image.Image], beam_size: int) -> list[Any]:
-        return captioner.caption(list(images), beam_size=beam_size, batch_size=max(1, len(images)))
+    def run(images: Sequence[Image.Image], settings: CaptionSettings) -> list[Any]:
+        return captioner.caption(list(images), beam_size=settings.beam_size, batch_size=max(1, len(images)),
+                                 guidance=settings.guidance)
 
     return run
 
@@ -137,7 +146,7 @@ def model_name(captioner: Any) -> str:
 def create_app(
     captioner: Any,
     settings: ServerSettings | None = None,
-    run_batch: Callable[[Sequence[Image.Image], int], Sequence[Any]] | None = None,
+    run_batch: Callable[[Sequence[Image.Image], CaptionSettings], Sequence[Any]] | None = None,
 ) -> FastAPI:
     """The service for one loaded ``Captioner``; ``run_batch`` replaces the model call (tests)."""
     settings = settings or ServerSettings()
@@ -229,6 +238,11 @@ def create_app(
             None, ge=1, le=settings.max_beam_size,
             description=f"beams to search (default {settings.default_beam_size})",
         ),
+        guidance: bool | None = Query(
+            None,
+            description="make the caption name what the encoder's ImageNet classifier confidently "
+            "sees (default: the model's setting; false: the decoder alone). The labels come either way.",
+        ),
     ) -> Response:
         beam = beam_size or settings.default_beam_size
         loop = asyncio.get_running_loop()
@@ -236,7 +250,7 @@ def create_app(
         try:
             data, filename = await _read_upload(request, settings, deadline)
             image, size = await _decode(loop, pools, data, filename, settings, input_side, deadline)
-            result = await _caption(request, batcher, image, beam, deadline)
+            result = await _caption(request, batcher, image, CaptionSettings(beam, guidance), deadline)
             return JSONResponse(_response(result, size, name, beam))
         except ApiError as error:
             return JSONResponse({"error": error.message}, status_code=error.status)
@@ -392,8 +406,10 @@ async def _until_disconnected(request: Request) -> None:
             return
 
 
-async def _caption(request: Request, batcher: MicroBatcher, image: Image.Image, beam: int, deadline: float) -> Any:
-    captioning = asyncio.ensure_future(batcher.submit(image, beam))
+async def _caption(
+    request: Request, batcher: MicroBatcher, image: Image.Image, options: CaptionSettings, deadline: float
+) -> Any:
+    captioning = asyncio.ensure_future(batcher.submit(image, options))
     # The body is fully read, so the next message can only be the client going away; then the
     # request leaves the queue instead of costing a place in a batch.
     watching = asyncio.ensure_future(_until_disconnected(request))

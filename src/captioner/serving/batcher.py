@@ -4,8 +4,8 @@ Owns the bounded waiting line in front of the model and the one thread the model
 A request joins the line (or is refused at once with ``QueueFullError`` when the line is full);
 the first request of a batch waits at most ``window_s`` for others, up to ``max_batch``; the
 batch then runs on a dedicated single thread, so torch never blocks the event loop and two
-forward passes never compete for the same cores. Requests of different beam sizes in one batch
-run as one pass per beam size. A request that gave up (timed out, client gone) is dropped
+forward passes never compete for the same cores. Requests with different settings (beam size,
+guidance) in one batch run as one pass per setting. A request that gave up (timed out, client gone) is dropped
 before it costs model time. A failing pass fails only the requests in it; the loop never dies.
 """
 
@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +24,10 @@ from PIL import Image
 
 logger = logging.getLogger("captioner.serving")
 
-RunBatch = Callable[[Sequence[Image.Image], int], Sequence[Any]]
-"""(pictures, beam size) -> one result per picture, in order; called on the model thread."""
+RunBatch = Callable[[Sequence[Image.Image], Any], Sequence[Any]]
+"""(pictures, settings) -> one result per picture, in order; called on the model thread. The
+settings are whatever the caller submitted with each picture (the app: beam size and guidance);
+pictures are only batched with others of equal settings."""
 
 
 class QueueFullError(Exception):
@@ -39,7 +41,7 @@ class BatcherClosedError(Exception):
 @dataclass
 class _Job:
     image: Image.Image
-    beam_size: int
+    settings: Hashable
     future: asyncio.Future
     enqueued: float
 
@@ -118,7 +120,7 @@ class MicroBatcher:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
 
-    async def submit(self, image: Image.Image, beam_size: int) -> Any:
+    async def submit(self, image: Image.Image, settings: Hashable) -> Any:
         """Caption one picture with the others that arrive now; raises ``QueueFullError`` at once
         when the line is full. Cancelling the awaiting task takes the request out of the line."""
         if self._closed or not self.running:
@@ -128,7 +130,7 @@ class MicroBatcher:
             self.stats.rejected += 1
             raise QueueFullError(f"{len(self._pending)} requests are already waiting for the model")
         loop = asyncio.get_running_loop()
-        job = _Job(image, beam_size, loop.create_future(), loop.time())
+        job = _Job(image, settings, loop.create_future(), loop.time())
         self._pending.append(job)
         self.stats.requests += 1
         assert self._wakeup is not None
@@ -186,10 +188,10 @@ class MicroBatcher:
 
     async def _run(self, batch: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
-        by_beam: dict[int, list[_Job]] = {}
+        by_settings: dict[Hashable, list[_Job]] = {}
         for job in batch:
-            by_beam.setdefault(job.beam_size, []).append(job)
-        for beam_size, jobs in by_beam.items():
+            by_settings.setdefault(job.settings, []).append(job)
+        for settings, jobs in by_settings.items():
             jobs = [job for job in jobs if not job.future.done()]
             if not jobs:
                 continue
@@ -198,7 +200,7 @@ class MicroBatcher:
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self._run_batch, [job.image for job in jobs], beam_size
+                    self._executor, self._run_batch, [job.image for job in jobs], settings
                 )
                 if len(results) != len(jobs):
                     raise RuntimeError(f"the model gave {len(results)} results for {len(jobs)} pictures")
@@ -214,7 +216,7 @@ class MicroBatcher:
                     if not job.future.done():
                         job.future.set_exception(error)
                 continue
-            logger.debug("batch of %d (beam %d) in %.0f ms", len(jobs), beam_size,
+            logger.debug("batch of %d (%s) in %.0f ms", len(jobs), settings,
                          (time.perf_counter() - started) * 1000)
             for job, result in zip(jobs, results):
                 if not job.future.done():
