@@ -89,6 +89,18 @@ def test_uploading_a_photo_on_the_page_shows_its_caption_and_word_heatmaps(
         page.keyboard.press("Escape")
         assert heatmap.get_attribute("data-word") == ""
 
+        # Guidance off: the request asks for the decoder alone (this model has no classifier, so
+        # the caption is the same and no labels are shown).
+        assert page.get_by_label("Name what the image classifier recognises").is_checked()
+        page.get_by_label("Name what the image classifier recognises").uncheck()
+        again = tmp_path / "stripes_again.jpg"  # the same file twice would not fire a change
+        again.write_bytes(photo.read_bytes())
+        with page.expect_request(lambda request: "/caption?" in request.url) as sent:
+            page.get_by_label("Choose a photo").set_input_files(str(again))
+        assert "guidance=false" in sent.value.url
+        expect(caption).to_have_text(text, timeout=30_000)
+        assert page.locator("#labels").is_hidden()
+
         # A file that is not a picture gets the server's reason in the alert region.
         bad = tmp_path / "notes.jpg"
         bad.write_text("just text")

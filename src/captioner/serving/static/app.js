@@ -7,6 +7,7 @@
   const input = document.getElementById("photo-input");
   const zone = document.getElementById("drop-zone");
   const beam = document.getElementById("beam-size");
+  const guidance = document.getElementById("guidance");
   const status = document.getElementById("status");
   const errorBox = document.getElementById("error");
   const result = document.getElementById("result");
@@ -14,6 +15,7 @@
   const canvas = document.getElementById("heatmap");
   const captionText = document.getElementById("caption");
   const scoreText = document.getElementById("score");
+  const labelsText = document.getElementById("labels");
   const wordList = document.getElementById("words");
   const wordStatus = document.getElementById("word-status");
 
@@ -60,6 +62,8 @@
     wordList.replaceChildren();
     captionText.textContent = "";
     scoreText.textContent = "";
+    labelsText.textContent = "";
+    labelsText.hidden = true;
     clearHeatmap();
     photo.alt = "Your photo, not yet described";
     photo.src = photoUrl;
@@ -72,7 +76,8 @@
     let response;
     let values;
     try {
-      response = await fetch(`/caption?beam_size=${encodeURIComponent(beam.value)}`, { method: "POST", body });
+      const query = `beam_size=${encodeURIComponent(beam.value)}${guidance.checked ? "" : "&guidance=false"}`;
+      response = await fetch(`/caption?${query}`, { method: "POST", body });
       values = await response.json();
     } catch (error) {
       result.removeAttribute("aria-busy");
@@ -89,6 +94,13 @@
     captionText.textContent = values.caption;
     photo.alt = values.caption;
     scoreText.textContent = `Model log-probability ${values.score.toFixed(2)} (closer to 0 is more confident); model ${values.model}, beam size ${values.beam_size}.`;
+    if (values.labels && values.labels.length) {
+      // The classifier's own words are metadata worth showing: they say what guidance was based on.
+      const seen = values.labels.slice(0, 3).map((l) => `${l.label} (${Math.round(100 * l.confidence)}%)`).join(", ");
+      labelsText.textContent = `The image classifier sees: ${seen}.` +
+        (values.guided_by ? ` The caption was made to name “${values.guided_by}”.` : "");
+      labelsText.hidden = false;
+    }
     values.words.forEach((entry, index) => {
       const item = document.createElement("li");
       const button = document.createElement("button");
