@@ -2,9 +2,9 @@
 
 Owns the HTTP contract: ``POST /caption`` (multipart upload, JSON with base64, or raw image
 bytes; ``?beam_size=``, ``?guidance=``), ``GET /health``, the page at ``/`` with its files under
-``/static``, and the OpenAPI schema FastAPI derives from them. Every failure a request can cause becomes a
-JSON body ``{"error": "..."}`` with its status (400, 408, 413, 415, 422, 503, 504, or 500 for a
-bug), and every exception is caught per request, so no request can take the server down.
+``/static``, and the OpenAPI schema FastAPI derives from them. Every failure a request can cause
+becomes a JSON body ``{"error": "..."}`` with its status (400, 408, 413, 415, 422, 503, 504, or
+500 for a bug), and every exception is caught per request, so no request can take the server down.
 
 Uploads are counted while they are read, so a body without (or with a false) Content-Length
 cannot go past the limit; pictures are decoded on a small thread pool through the data layer's
