@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask, use_context_terms
+from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask, search_inputs
 from captioner.models.decoder import ShowAttendTellDecoder
 
 
@@ -60,13 +60,7 @@ def beam_search(
     beams = beam_size
     device = regions.device
     vocab = decoder.vocab_size
-    # Projected and initialised once per image, then shared by its rows: the per-image work
-    # does not grow with beams.
-    terms = use_context_terms(regions.size(0))
-    projected = decoder.project_regions(regions, with_context_terms=terms)
-    projected = projected.repeat_interleave(beams, dim=0)
-    state = tuple(part.repeat_interleave(beams, dim=0) for part in decoder.init_state(regions))
-    regions = regions.repeat_interleave(beams, dim=0)
+    regions, projected, state = search_inputs(decoder, regions, beams)
     mask = banned_mask(vocab, tokens.banned_ids, device)
     only_end = torch.full((vocab,), float("-inf"), device=device)
     only_end[tokens.end_id] = 0.0

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from captioner.decoding.beam import length_penalty, repeated_ngram_mask
-from captioner.decoding.types import Constraint, DecodedCaption, SearchTokens, banned_mask, use_context_terms
+from captioner.decoding.types import Constraint, DecodedCaption, SearchTokens, banned_mask, search_inputs
 from captioner.models.decoder import ShowAttendTellDecoder
 
 UNMET, MET = 0, 1
@@ -78,13 +78,7 @@ def constrained_beam_search(
     rows_per_image = 2 * beams  # rows [0, K) unmet, [K, 2K) met
     device = regions.device
     vocab = decoder.vocab_size
-    # Projected and initialised once per image, then shared by its rows: the per-image work
-    # does not grow with beams.
-    terms = use_context_terms(regions.size(0))
-    projected = decoder.project_regions(regions, with_context_terms=terms)
-    projected = projected.repeat_interleave(rows_per_image, dim=0)
-    state = tuple(part.repeat_interleave(rows_per_image, dim=0) for part in decoder.init_state(regions))
-    regions = regions.repeat_interleave(rows_per_image, dim=0)
+    regions, projected, state = search_inputs(decoder, regions, rows_per_image)
     mask = banned_mask(vocab, tokens.banned_ids, device)
     only_end = torch.full((vocab,), float("-inf"), device=device)
     only_end[tokens.end_id] = 0.0

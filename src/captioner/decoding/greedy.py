@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask, use_context_terms
+from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask, search_inputs
 from captioner.models.decoder import ShowAttendTellDecoder
 
 
@@ -18,9 +18,7 @@ def greedy_decode(
     """Decode (B, R, D) region features into B captions of at most ``max_length`` words."""
     batch = regions.size(0)
     device = regions.device
-    terms = use_context_terms(regions.size(0))
-    projected = decoder.project_regions(regions, with_context_terms=terms)
-    state = decoder.init_state(regions)
+    regions, projected, state = search_inputs(decoder, regions)
     words = torch.full((batch,), tokens.start_id, dtype=torch.long, device=device)
     mask = banned_mask(decoder.vocab_size, tokens.banned_ids, device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from captioner.models.decoder import ShowAttendTellDecoder
 
 
 CONTEXT_TERMS_MAX_IMAGES = 32
@@ -19,6 +23,27 @@ mapping all of every image's regions then costs more than it saves. On the 2-cor
 
 def use_context_terms(images: int) -> bool:
     return images <= CONTEXT_TERMS_MAX_IMAGES
+
+
+def search_inputs(
+    decoder: ShowAttendTellDecoder, regions: torch.Tensor, rows_per_image: int = 1
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(regions, projected regions, initial state) for a search that keeps ``rows_per_image``
+    hypotheses per image, each repeated for the image's rows.
+
+    Projected (with the context terms for small searches) and initialised once per image, then
+    shared by its rows: the per-image work does not grow with beams.
+    """
+    projected = decoder.project_regions(regions, with_context_terms=use_context_terms(regions.size(0)))
+    state = decoder.init_state(regions)
+    if rows_per_image == 1:
+        return regions, projected, state
+    hidden, cell = (part.repeat_interleave(rows_per_image, dim=0) for part in state)
+    return (
+        regions.repeat_interleave(rows_per_image, dim=0),
+        projected.repeat_interleave(rows_per_image, dim=0),
+        (hidden, cell),
+    )
 
 
 @dataclass(frozen=True)
