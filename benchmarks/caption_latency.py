@@ -28,6 +28,13 @@ from captioner.training.evaluation import search_tokens
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def latency_photo() -> Path:
+    """The default photo of the latency benchmarks: an example photo resized to 224 px, as JPEG."""
+    photo = Path("/tmp/captioner_latency_224.jpg")
+    Image.open(ROOT / "examples" / "photos" / "dog_german_shepherd.jpg").convert("RGB").resize((224, 224)).save(photo, quality=90)
+    return photo
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)
@@ -38,9 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
-    photo = Path(args.photo) if args.photo else Path("/tmp/captioner_latency_224.jpg")
-    if not args.photo:
-        Image.open(ROOT / "examples" / "photos" / "dog_german_shepherd.jpg").convert("RGB").resize((224, 224)).save(photo, quality=90)
+    photo = Path(args.photo) if args.photo else latency_photo()
     captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
     tokens = search_tokens(captioner.vocabulary)
     settings = captioner.default_settings(args.beam_size)

@@ -19,18 +19,16 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
+from caption_latency import latency_photo  # noqa: E402
 
 from captioner.api import Captioner
 from captioner.data.images import load_rgb_image
 from captioner.decoding import DecodeSettings, decode
 from captioner.models.decoder import DecoderConfig, ShowAttendTellDecoder
 from captioner.training.evaluation import search_tokens
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def median_ms(decoder: torch.nn.Module, regions: torch.Tensor, tokens, settings: DecodeSettings, repeat: int):
@@ -53,8 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
-    photo = Path("/tmp/captioner_latency_224.jpg")
-    Image.open(ROOT / "examples" / "photos" / "dog_german_shepherd.jpg").convert("RGB").resize((224, 224)).save(photo, quality=90)
+    photo = latency_photo()
     captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
     tokens = search_tokens(captioner.vocabulary)
     settings = captioner.default_settings(3)

@@ -26,15 +26,13 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 
-from ood_eval import VARIANTS, guided_run  # noqa: E402
+from ood_eval import VARIANTS, encode_photos, guided_run  # noqa: E402
 
 from captioner.api import Captioner
-from captioner.data.images import load_rgb_image
 from captioner.data.readers import load_records
 from captioner.decoding import decode
 from captioner.guidance import Guide
@@ -66,13 +64,7 @@ def main() -> None:
     captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
     records = load_records(args.data, split="val")
     started = time.perf_counter()
-    regions = []
-    with torch.inference_mode():
-        for start in tqdm(range(0, len(records), 50), desc="encoding dev", unit="batch"):
-            pixels = torch.stack([captioner.model.encoder.preprocess(load_rgb_image(r.image_path))
-                                  for r in records[start : start + 50]])
-            regions.append(captioner.model.encode(pixels))
-    regions = torch.cat(regions)
+    regions = encode_photos(captioner, [r.image_path for r in records], desc="encoding dev")
     print(f"encoded {len(records)} dev photos in {time.perf_counter() - started:.0f} s")
     references = {r.image_id: list(r.captions) for r in records}
     table = {}

@@ -27,24 +27,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 
-from ood_eval import PHOTOS, guided_run, names_object  # noqa: E402
+from ood_eval import PHOTOS, encode_photos, guided_run, names_object  # noqa: E402
 
 from captioner.api import Captioner
-from captioner.data.images import load_rgb_image
 from captioner.data.readers import load_records
 from captioner.guidance import Guide
 from captioner.metrics import score_captions
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def encode(captioner: Captioner, paths: list[Path]) -> torch.Tensor:
-    regions = []
-    with torch.inference_mode():
-        for start in range(0, len(paths), 50):
-            pixels = torch.stack([captioner.model.encoder.preprocess(load_rgb_image(p)) for p in paths[start : start + 50]])
-            regions.append(captioner.model.encode(pixels))
-    return torch.cat(regions)
 
 
 def main() -> None:
@@ -65,9 +55,9 @@ def main() -> None:
                             threshold=threshold, trust=math.inf)
     started = time.perf_counter()
     records = load_records(args.data, split="val")
-    dev = guided_run(captioner, encode(captioner, [r.image_path for r in records]), guide, settings)
+    dev = guided_run(captioner, encode_photos(captioner, [r.image_path for r in records]), guide, settings)
     annotations = json.loads((PHOTOS / "annotations.json").read_text())
-    ood = guided_run(captioner, encode(captioner, [PHOTOS / a["file"] for a in annotations]), guide, settings)
+    ood = guided_run(captioner, encode_photos(captioner, [PHOTOS / a["file"] for a in annotations]), guide, settings)
     print(f"decoded {len(records)} dev and {len(annotations)} out-of-domain photos in {time.perf_counter() - started:.0f} s")
     references = {r.image_id: list(r.captions) for r in records}
 

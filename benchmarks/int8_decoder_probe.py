@@ -21,10 +21,11 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
+from caption_latency import latency_photo  # noqa: E402
+from ood_eval import encode_photos  # noqa: E402
 
 from captioner.api import Captioner
 from captioner.data.images import load_rgb_image
@@ -54,8 +55,7 @@ def main() -> None:
         int8 = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
     decoders = {"fp32": fp32, "int8 Linear": int8}
 
-    photo = Path("/tmp/captioner_latency_224.jpg")
-    Image.open(ROOT / "examples" / "photos" / "dog_german_shepherd.jpg").convert("RGB").resize((224, 224)).save(photo, quality=90)
+    photo = latency_photo()
     with torch.inference_mode():
         one = captioner.model.encode(captioner.model.encoder.preprocess(load_rgb_image(photo)).unsqueeze(0))
 
@@ -75,12 +75,7 @@ def main() -> None:
             f"{name} {median_ms(decoder):.1f} ms" for name, decoder in decoders.items()))
 
     records = load_records(args.data, split="val")
-    with torch.inference_mode():
-        regions = torch.cat([
-            captioner.model.encode(torch.stack([captioner.model.encoder.preprocess(load_rgb_image(r.image_path))
-                                                for r in records[start : start + 50]]))
-            for start in range(0, len(records), 50)
-        ])
+    regions = encode_photos(captioner, [r.image_path for r in records])
     references = {r.image_id: list(r.captions) for r in records}
     for name, decoder in decoders.items():
         captions = []

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
@@ -115,6 +116,18 @@ def guided_run(captioner: Captioner, regions: torch.Tensor, guide: Guide | None,
     return run
 
 
+def encode_photos(captioner: Captioner, paths: Sequence[Path], desc: str | None = None) -> torch.Tensor:
+    """(N, R, D) regions of photo files, encoded as ``captioner caption`` encodes them, 50 at a
+    time (with a progress bar when ``desc`` names the set)."""
+    starts = range(0, len(paths), 50)
+    regions = []
+    with torch.inference_mode():
+        for start in tqdm(starts, desc=desc, unit="batch") if desc else starts:
+            pixels = torch.stack([captioner.model.encoder.preprocess(load_rgb_image(p)) for p in paths[start : start + 50]])
+            regions.append(captioner.model.encode(pixels))
+    return torch.cat(regions)
+
+
 def word_forms(word: str) -> set[str]:
     known = caption_words().get(word)
     return {word, plural(word), known.plural if known is not None else word}
@@ -195,10 +208,7 @@ def main() -> None:
     print(describe_machine())
     captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
     annotations = json.loads((PHOTOS / "annotations.json").read_text())
-    with torch.inference_mode():
-        pixels = torch.stack([captioner.model.encoder.preprocess(load_rgb_image(PHOTOS / a["file"]))
-                              for a in annotations])
-        regions = captioner.model.encode(pixels)
+    regions = encode_photos(captioner, [PHOTOS / a["file"] for a in annotations])
     settings = captioner.default_settings(args.beam_size)
     threshold = captioner.config.eval.guidance_threshold
     trust = captioner.config.eval.guidance_trust
