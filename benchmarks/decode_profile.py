@@ -5,8 +5,9 @@ Usage: .venv/bin/python benchmarks/decode_profile.py [--checkpoint RUN_DIR] [--r
 Times the shipped model's beam search (beam 3, its decoding settings) on one 224 px photo, then
 the same search over the same regions with a decoder 8 units wide (same vocabulary, random
 weights, stopped after as many words): what is left there is the search's own cost (indexing,
-top-k, bookkeeping). Then profiles five searches with the real decoder (torch.profiler, CPU) and
-prints the operators by self time.
+top-k, bookkeeping). Then splits the real search's time between the decoder's calls and the
+search around them, times the attention's nonlinearity both ways, and profiles five searches
+with the real decoder (torch.profiler, CPU), printing the operators by self time.
 """
 
 from __future__ import annotations
@@ -43,6 +44,66 @@ def median_ms(decoder: torch.nn.Module, regions: torch.Tensor, tokens, settings:
     return 1000 * statistics.median(times), words
 
 
+def print_breakdown(decoder, regions: torch.Tensor, tokens, settings: DecodeSettings, repeat: int) -> None:
+    """Wall time per search inside the decoder's three calls (timers around them) and outside
+    them (the search's own work)."""
+    spent = {"project_regions": 0.0, "init_state": 0.0, "step": 0.0}
+    steps = 0
+
+    def timed(name, function):
+        def call(*args, **kwargs):
+            nonlocal steps
+            started = time.perf_counter()
+            result = function(*args, **kwargs)
+            spent[name] += time.perf_counter() - started
+            steps += name == "step"
+            return result
+        return call
+
+    originals = {name: getattr(decoder, name) for name in spent}
+    for name, function in originals.items():
+        setattr(decoder, name, timed(name, function))
+    try:
+        with torch.inference_mode():
+            for _ in range(2):
+                decode(decoder, regions, tokens, settings)
+            spent.update({name: 0.0 for name in spent})
+            steps = 0
+            started = time.perf_counter()
+            for _ in range(repeat):
+                decode(decoder, regions, tokens, settings)
+            total = time.perf_counter() - started
+    finally:
+        for name in originals:
+            delattr(decoder, name)
+    per_search = {name: 1000 * seconds / repeat for name, seconds in spent.items()}
+    rest = 1000 * total / repeat - sum(per_search.values())
+    words = steps / repeat
+    print(f"per search (mean of {repeat}): " + ", ".join(f"{n} {ms:.2f} ms" for n, ms in per_search.items())
+          + f" ({per_search['step'] / words:.2f} ms per step, {words:.0f} steps), the search's own work "
+          f"{rest:.2f} ms ({rest / words:.2f} ms per step), total {1000 * total / repeat:.2f} ms")
+
+
+def print_attention_nonlinearity(repeat: int) -> None:
+    """torch.tanh against the in-place 2 sigmoid(2x) - 1 the attention uses on a CPU at inference,
+    on one photo's (beams, regions, attention size) values."""
+    keys, query = torch.randn(1, 1, 49, 512), torch.randn(1, 3, 1, 512)
+    timings = {}
+    with torch.inference_mode():
+        for name, function in [("torch.tanh(k + q)", lambda: torch.tanh(keys + query)),
+                               ("(k + q) as 2 sigmoid(2x) - 1 in place",
+                                lambda: (keys + query).mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0))]:
+            for _ in range(20):
+                function()
+            times = []
+            for _ in range(10 * repeat):
+                started = time.perf_counter()
+                function()
+                times.append(time.perf_counter() - started)
+            timings[name] = 1e6 * statistics.median(times)
+    print("attention nonlinearity on (3, 49, 512): " + ", ".join(f"{n} {us:.0f} us" for n, us in timings.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)
@@ -64,6 +125,8 @@ def main() -> None:
                                  len(captioner.vocabulary), regions.size(-1)).eval()
     tiny_ms, tiny_words = median_ms(tiny, regions, tokens, dataclasses.replace(settings, max_length=words), args.repeat)
     print(f"beam 3, the same search with an 8-wide decoder ({tiny_words} words): {tiny_ms:.1f} ms")
+    print_breakdown(captioner.model.decoder, regions, tokens, settings, args.repeat)
+    print_attention_nonlinearity(args.repeat)
     from torch.profiler import ProfilerActivity, profile
 
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:

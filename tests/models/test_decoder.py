@@ -1,6 +1,14 @@
+import pytest
 import torch
 
+from captioner.models import packed_linear
 from captioner.models.decoder import DecoderConfig, ShowAttendTellDecoder
+
+
+@pytest.fixture
+def pack_every_weight(monkeypatch):
+    """The test decoders are tiny; let the oneDNN-packed products run on their weights too."""
+    monkeypatch.setattr(packed_linear, "_MIN_WEIGHT_VALUES", 0)
 
 
 def make_decoder(deep_output: bool = True) -> ShowAttendTellDecoder:
@@ -51,7 +59,7 @@ def _run_steps(decoder, regions, captions, with_context_terms):
     return outputs
 
 
-def test_precomputed_context_terms_give_the_same_steps():
+def test_precomputed_context_terms_give_the_same_steps(pack_every_weight):
     """The decoding fast path (regions mapped through the context weights once) is exact."""
     for deep_output in (True, False):
         decoder = make_decoder(deep_output).eval()
@@ -68,17 +76,47 @@ def test_precomputed_context_terms_give_the_same_steps():
                 torch.testing.assert_close(b.state[1], a.state[1])
 
 
-def test_word_gate_cache_follows_weight_updates():
+def test_inference_caches_follow_weight_updates(pack_every_weight):
+    """Every weight the inference path caches a derived form of (word-gate table, stacked
+    region/hidden/initial-state maps, oneDNN-packed copies) is re-derived after an in-place
+    update, as an optimiser step or ``load_state_dict`` makes."""
     decoder = make_decoder().eval()
     regions = torch.randn(2, 9, 10)
     captions = torch.randint(0, 20, (2, 4))
     with torch.inference_mode():
-        _run_steps(decoder, regions, captions, with_context_terms=True)  # fills the cache
+        _run_steps(decoder, regions, captions, with_context_terms=True)  # fills the caches
+    generator = torch.Generator().manual_seed(1)
     with torch.no_grad():
-        decoder.embedding.weight.mul_(2.0)  # as an optimiser step would, in place
-        decoder.lstm.weight_ih.add_(0.1)
+        for parameter in decoder.parameters():
+            parameter.add_(0.1 * torch.randn(parameter.shape, generator=generator))
     with torch.inference_mode():
-        plain = _run_steps(decoder, regions, captions, with_context_terms=False)
         fast = _run_steps(decoder, regions, captions, with_context_terms=True)
+    plain = _run_steps(decoder, regions, captions, with_context_terms=False)  # autograd: no caches
     for a, b in zip(plain, fast):
         torch.testing.assert_close(b.logits, a.logits)
+        torch.testing.assert_close(b.state[0], a.state[0])
+
+
+def test_states_may_share_their_images_regions(pack_every_weight):
+    """A search passes one row of regions per image for its K hypotheses of that image; the
+    steps equal those over regions repeated for every hypothesis, on both decoding paths."""
+    decoder = make_decoder().eval()
+    regions = torch.randn(2, 9, 10)
+    hypotheses = 3
+    words = torch.randint(0, 20, (2 * hypotheses, 5))
+    repeated = regions.repeat_interleave(hypotheses, dim=0)
+    for with_context_terms in (False, True):
+        with torch.inference_mode():
+            state = tuple(s.repeat_interleave(hypotheses, dim=0) for s in decoder.init_state(regions))
+            shared = decoder.project_regions(regions, with_context_terms=with_context_terms)
+            copied = decoder.project_regions(repeated, with_context_terms=with_context_terms)
+            state_copied = state
+            for t in range(words.size(1)):
+                a = decoder.step(words[:, t], state, regions, shared)
+                b = decoder.step(words[:, t], state_copied, repeated, copied)
+                torch.testing.assert_close(a.logits, b.logits)
+                torch.testing.assert_close(a.alpha, b.alpha)
+                state, state_copied = a.state, b.state
+    with torch.inference_mode(), pytest.raises(ValueError, match="cannot share the regions of 4 images"):
+        decoder.step(words[:5, 0], (state[0][:5], state[1][:5]), torch.randn(4, 9, 10),
+                     decoder.project_regions(torch.randn(4, 9, 10)))

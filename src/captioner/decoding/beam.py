@@ -126,7 +126,7 @@ def beam_search(
         keep_rows = keep.repeat_interleave(beams)
         active, scores, words = active[keep], scores[keep], words[keep_rows]
         state = (state[0][keep_rows], state[1][keep_rows])
-        regions, projected = regions[keep_rows], projected[keep_rows]
+        regions, projected = regions[keep], projected[keep]
         sequences, alphas = sequences[keep_rows], alphas[keep_rows]
         finished, lengths = finished[keep_rows], lengths[keep_rows]
     return results  # type: ignore[return-value]

@@ -169,7 +169,7 @@ def constrained_beam_search(
         active, scores, words = active[keep], scores[keep], words[keep_rows]
         is_constraint, once_mask, within = is_constraint[keep], once_mask[keep], within[keep]
         state = (state[0][keep_rows], state[1][keep_rows])
-        regions, projected = regions[keep_rows], projected[keep_rows]
+        regions, projected = regions[keep], projected[keep]
         sequences, alphas = sequences[keep_rows], alphas[keep_rows]
         finished, lengths, met_at = finished[keep_rows], lengths[keep_rows], met_at[keep_rows]
     return results  # type: ignore[return-value]

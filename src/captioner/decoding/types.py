@@ -17,8 +17,8 @@ CONTEXT_TERMS_MAX_IMAGES = 32
 (``project_regions(..., with_context_terms=True)``). A small search waits on reading the
 decoder's weights at every step, which the terms save; a large one is bound by arithmetic, and
 mapping all of every image's regions then costs more than it saves. On the 2-core CPU, beam 3
-(benchmarks/context_terms_crossover.py): 2.1x faster for one image, 1.3x at 16, 1.2x at 32,
-0.9x at 100."""
+(benchmarks/context_terms_crossover.py, two runs): 2.6-2.8x faster for one image, 1.7-1.9x at
+4, 1.1-1.2x at 16, 1.0-1.15x at 32, 0.85x at 100."""
 
 
 def use_context_terms(images: int) -> bool:
@@ -29,21 +29,19 @@ def search_inputs(
     decoder: ShowAttendTellDecoder, regions: torch.Tensor, rows_per_image: int = 1
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
     """(regions, projected regions, initial state) for a search that keeps ``rows_per_image``
-    hypotheses per image, each repeated for the image's rows.
+    hypotheses per image, consecutive rows of the state.
 
-    Projected (with the context terms for small searches) and initialised once per image, then
-    shared by its rows: the per-image work does not grow with beams.
+    Projected (with the context terms for small searches) and initialised once per image. The
+    regions and their projection stay one row per image, shared by the image's hypotheses in
+    ``decoder.step``: a search keeps an image's rows together, and drops an image's row from
+    these when it drops the image.
     """
     projected = decoder.project_regions(regions, with_context_terms=use_context_terms(regions.size(0)))
     state = decoder.init_state(regions)
     if rows_per_image == 1:
         return regions, projected, state
     hidden, cell = (part.repeat_interleave(rows_per_image, dim=0) for part in state)
-    return (
-        regions.repeat_interleave(rows_per_image, dim=0),
-        projected.repeat_interleave(rows_per_image, dim=0),
-        (hidden, cell),
-    )
+    return regions, projected, (hidden, cell)
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,26 @@ through them once per image turns each step's two largest matrix products (1,280
 embedding's share of the gates becomes a table lookup. The outputs are the same up to float
 rounding; a step of a small search (one image's beams) reads far fewer weights, which is what
 it waits for on a CPU (BENCHMARKS.md has the timings).
+
+Without autograd, the maps that read the same input are stacked into one weight (the previous
+hidden state's three, the regions' three, the initial state's two) and run through
+``packed_linear``; these derived weights are cached and rebuilt when a parameter changes. They
+cost memory beside the parameters (~70 MB for the shipped model, counting oneDNN's copies).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from captioner.models.attention import SoftAttention
+from captioner.models import packed_linear
+from captioner.models.attention import SoftAttention, weighted_sum
+
+_Derived = TypeVar("_Derived")
 
 DecoderState = tuple[torch.Tensor, torch.Tensor]
 """(h, c) of the LSTM cell, each (N, hidden_dim)."""
@@ -80,6 +90,7 @@ class ShowAttendTellDecoder(nn.Module):
         else:
             self.output = nn.Linear(config.hidden_dim, vocab_size)
         self._reset_parameters()
+        self._inference_cache: dict[str, tuple[tuple[Any, ...], Any]] = {}
 
     def _reset_parameters(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
@@ -91,7 +102,13 @@ class ShowAttendTellDecoder(nn.Module):
 
     def init_state(self, regions: torch.Tensor) -> DecoderState:
         mean_region = regions.mean(dim=1)
-        return torch.tanh(self.init_h(mean_region)), torch.tanh(self.init_c(mean_region))
+        if torch.is_grad_enabled():
+            return torch.tanh(self.init_h(mean_region)), torch.tanh(self.init_c(mean_region))
+        sources = [self.init_h.weight, self.init_h.bias, self.init_c.weight, self.init_c.bias]
+        weight, bias = self._derived(
+            "init_maps", sources, lambda: (torch.cat(sources[::2]), torch.cat(sources[1::2]))
+        )
+        return torch.tanh(packed_linear.linear(mean_region, weight, bias)).chunk(2, dim=1)
 
     def project_regions(
         self, regions: torch.Tensor, with_context_terms: bool = False
@@ -102,13 +119,38 @@ class ShowAttendTellDecoder(nn.Module):
         each region mapped through the LSTM's context input weights (and through L_z with the
         deep output), which ``step`` then uses instead of the regions. Index it like regions.
         """
-        keys = self.attention.project_regions(regions)
         if not with_context_terms:
-            return keys
-        parts = [keys, nn.functional.linear(regions, self.lstm.weight_ih[:, self.config.embed_dim :])]
+            return self.attention.project_regions(regions)
+        if not torch.is_grad_enabled():
+            weight, bias = self._region_maps()
+            flat = packed_linear.linear(regions.reshape(-1, regions.size(2)), weight, bias)
+            return flat.view(regions.size(0), regions.size(1), -1)
+        parts = [
+            self.attention.project_regions(regions),
+            nn.functional.linear(regions, self.lstm.weight_ih[:, self.config.embed_dim :]),
+        ]
         if self.config.deep_output:
             parts.append(self.context_to_embed(regions))
         return torch.cat(parts, dim=2)
+
+    def _region_maps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The three maps of ``project_regions(..., with_context_terms=True)`` stacked into one
+        (A + 4H [+ E], D) weight and its bias, so that they run as one product."""
+        attention = self.attention.region_projection
+        sources = [attention.weight, attention.bias, self.lstm.weight_ih]
+        if self.config.deep_output:
+            sources.append(self.context_to_embed.weight)
+
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            weights = [attention.weight, self.lstm.weight_ih[:, self.config.embed_dim :]]
+            if self.config.deep_output:
+                weights.append(self.context_to_embed.weight)
+            weight = torch.cat(weights, dim=0)
+            bias = torch.zeros(weight.size(0), dtype=weight.dtype, device=weight.device)
+            bias[: attention.bias.numel()] = attention.bias
+            return weight, bias
+
+        return self._derived("region_maps", sources, build)
 
     def _has_context_terms(self, projected_regions: torch.Tensor) -> bool:
         return projected_regions.size(2) != self.config.attention_dim
@@ -197,7 +239,11 @@ class ShowAttendTellDecoder(nn.Module):
         regions: torch.Tensor,
         projected_regions: torch.Tensor,
     ) -> StepOutput:
-        """One word for N partial captions: (N,) previous word ids -> (N, V) next-word logits."""
+        """One word for N partial captions: (N,) previous word ids -> (N, V) next-word logits.
+
+        ``regions`` and ``projected_regions`` have a row per partial caption, or one per image
+        shared by N // B consecutive partial captions (a search's hypotheses of that image).
+        """
         embedded = self.embedding(previous_words)
         if self._has_context_terms(projected_regions):
             return self._step_from_context_terms(previous_words, embedded, state, projected_regions)
@@ -206,20 +252,42 @@ class ShowAttendTellDecoder(nn.Module):
         )
         return StepOutput(self._word_logits(embedded, state[0], context), state, alpha)
 
+    def _derived(self, name: str, sources: list[torch.Tensor], build: Callable[[], _Derived]) -> _Derived:
+        """A value computed from parameters for inference, cached under ``name`` while they are
+        unchanged: their storage and version counters are the key, so an optimiser step, a
+        loaded state dict or a move to another device rebuilds it."""
+        key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources)
+        cached = self._inference_cache.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, build())
+            self._inference_cache[name] = cached
+        return cached[1]
+
     def _word_gate_table(self) -> torch.Tensor:
         """(V, 4H): every word's embedding through the LSTM's input weights, plus their bias.
 
-        A step then looks its words' rows up instead of multiplying by a 4H x E matrix. Cached
-        while the weights are unchanged (their storage and version counters say so), so an
-        optimiser step or a loaded state dict rebuilds it. Only used without gradients.
+        A step then looks its words' rows up instead of multiplying by a 4H x E matrix.
         """
         embedding, weight, bias = self.embedding.weight, self.lstm.weight_ih, self.lstm.bias_ih
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in (embedding, weight, bias))
-        cached = getattr(self, "_word_gates", None)
-        if cached is None or cached[0] != key:
-            table = nn.functional.linear(embedding, weight[:, : self.config.embed_dim], bias)
-            self._word_gates = (key, table)
-        return self._word_gates[1]
+        return self._derived(
+            "word_gates",
+            [embedding, weight, bias],
+            lambda: nn.functional.linear(embedding, weight[:, : self.config.embed_dim], bias),
+        )
+
+    def _hidden_maps(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The three maps of the previous hidden state in a step (the attention's query, the
+        LSTM's hidden-to-gates and the gate beta) stacked into one (A + 4H + 1, H) weight and
+        its bias, so that a step reads them in one product."""
+        layers = [self.attention.hidden_projection, self.gate]
+        sources = [self.lstm.weight_hh, self.lstm.bias_hh] + [p for l in layers for p in (l.weight, l.bias)]
+
+        def build() -> tuple[torch.Tensor, torch.Tensor]:
+            query, gate = layers
+            weight = torch.cat([query.weight, self.lstm.weight_hh, gate.weight])
+            return weight, torch.cat([query.bias, self.lstm.bias_hh, gate.bias])
+
+        return self._derived("hidden_maps", sources, build)
 
     def _step_from_context_terms(
         self,
@@ -235,29 +303,34 @@ class ShowAttendTellDecoder(nn.Module):
         if config.deep_output:
             sizes.append(config.embed_dim)
         keys, lstm_terms, *output_terms = projected_regions.split(sizes, dim=2)
-        alpha = self.attention.weights(keys, hidden).to(projected_regions.dtype)
-        gate = torch.sigmoid(self.gate(hidden))
-        weights = alpha.unsqueeze(1)
         lstm = self.lstm
         if torch.is_grad_enabled():
+            query = self.attention.hidden_projection(hidden)
+            hidden_gates = nn.functional.linear(hidden, lstm.weight_hh, lstm.bias_hh)
+            gate_logit = self.gate(hidden)
             word_gates = nn.functional.linear(
                 embedded, lstm.weight_ih[:, : config.embed_dim], lstm.bias_ih
             )
         else:
+            query, hidden_gates, gate_logit = packed_linear.linear(hidden, *self._hidden_maps()).split(
+                [config.attention_dim, 4 * config.hidden_dim, 1], dim=1
+            )
             word_gates = self._word_gate_table()[previous_words]
-        gates = (
-            word_gates
-            + gate * torch.bmm(weights, lstm_terms).squeeze(1)
-            + nn.functional.linear(hidden, lstm.weight_hh, lstm.bias_hh)
-        )
+        alpha = self.attention.weights_from_query(keys, query).to(projected_regions.dtype)
+        gate = torch.sigmoid(gate_logit)
+        gates = word_gates + gate * weighted_sum(alpha, lstm_terms) + hidden_gates
         # nn.LSTMCell's gate order: input, forget, cell candidate, output.
         input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         if config.deep_output:
-            context_term = gate * torch.bmm(weights, output_terms[0]).squeeze(1)
-            combined = embedded + self.hidden_to_embed(hidden) + context_term
-            logits = self.output(self.dropout(combined))
+            context_term = gate * weighted_sum(alpha, output_terms[0])
+            combined = embedded + _linear(self.hidden_to_embed, hidden) + context_term
+            logits = _linear(self.output, self.dropout(combined))
         else:
-            logits = self.output(self.dropout(hidden))
+            logits = _linear(self.output, self.dropout(hidden))
         return StepOutput(logits, (hidden, cell), alpha)
+
+
+def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    return packed_linear.linear(x, layer.weight, layer.bias)

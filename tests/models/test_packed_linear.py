@@ -1,0 +1,84 @@
+"""The CPU fast path for small matrix products must be nn.functional.linear, only faster."""
+
+import pytest
+import torch
+from torch.nn import functional
+
+from captioner.models import packed_linear
+
+
+def _weight(rows: int = 1024, columns: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(rows, columns, generator=generator) / columns**0.5  # outputs of size ~1
+    return weight, torch.randn(rows, generator=generator)
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 64])
+def test_equals_functional_linear_for_any_number_of_rows(rows):
+    weight, bias = _weight()
+    x = torch.randn(rows, 512)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed_linear.linear(x, weight, bias), functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(packed_linear.linear(x, weight), functional.linear(x, weight), rtol=1e-5, atol=1e-5)
+
+
+def test_packs_only_where_it_applies():
+    weight, bias = _weight()
+    x = torch.randn(3, 512, requires_grad=True)
+    out = packed_linear.linear(x, weight, bias)  # autograd on: the plain product, differentiable
+    out.sum().backward()
+    torch.testing.assert_close(x.grad, weight.sum(dim=0).expand(3, -1))  # the plain product's gradient
+    assert weight not in packed_linear._packed
+    with torch.inference_mode(), packed_linear.disabled():
+        packed_linear.linear(x.detach(), weight, bias)
+    assert weight not in packed_linear._packed
+    with torch.inference_mode():
+        packed_linear.linear(x.detach().double(), weight.double(), bias.double())
+        packed_linear.linear(x.detach()[:1], weight, bias)  # one row: plain is as fast
+        packed_linear.linear(torch.randn(65, 512), weight, bias)  # many: bound by arithmetic
+        small = torch.randn(8, 24)
+        packed_linear.linear(torch.randn(3, 24), small)  # small weight: plain is as fast
+    assert weight not in packed_linear._packed and small not in packed_linear._packed
+    with torch.inference_mode():
+        packed_linear.linear(x.detach(), weight, bias)
+    if torch.backends.mkldnn.is_available():
+        assert weight in packed_linear._packed
+
+
+def test_an_in_place_update_repacks_the_weight():
+    weight, bias = _weight()
+    x = torch.randn(3, 512)
+    with torch.inference_mode():
+        packed_linear.linear(x, weight, bias)
+    with torch.no_grad():
+        weight.mul_(-2.0)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed_linear.linear(x, weight, bias), functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_a_packed_weight_goes_with_its_weight():
+    weight, bias = _weight()
+    with torch.inference_mode():
+        packed_linear.linear(torch.randn(3, 512), weight, bias)
+    entries = len(packed_linear._packed)
+    del weight
+    assert len(packed_linear._packed) == entries - 1 or not torch.backends.mkldnn.is_available()
+
+
+def test_kernels_that_disagree_are_never_used(monkeypatch):
+    """The packed product is checked once against the plain one; a build whose oneDNN kernels
+    give other numbers falls back to the plain product for good."""
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def off_by_one(*args):
+        return real(*args) + 1.0
+
+    monkeypatch.setattr(packed_linear, "_kernels_work", None)
+    monkeypatch.setattr(packed_linear, "_packed", packed_linear.WeakIdKeyDictionary())
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", off_by_one)
+    weight, bias = _weight()
+    x = torch.randn(3, 512)
+    with torch.inference_mode():
+        torch.testing.assert_close(packed_linear.linear(x, weight, bias), functional.linear(x, weight, bias))
+    assert packed_linear._kernels_work is False
+    assert weight not in packed_linear._packed
