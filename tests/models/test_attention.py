@@ -22,3 +22,20 @@ def test_doubly_stochastic_penalty_known_values():
     # All attention on one region for three steps: (1-3)^2 + (1-0)^2 = 5.
     focused = torch.tensor([[[1.0, 0.0]] * 3])
     assert doubly_stochastic_penalty(focused, torch.ones(1, 3)).item() == 5.0
+
+
+def test_cpu_inference_weights_equal_the_training_maths(monkeypatch):
+    """Inference on a CPU computes the energies as 2 w^T sigmoid(2(k + q)) + (b - sum w), a few
+    images at a time; the weights equal tanh's, for any grouping of the images."""
+    from captioner.models import attention as attention_module
+
+    torch.manual_seed(0)
+    attention = SoftAttention(feature_dim=6, hidden_dim=5, attention_dim=4)
+    regions = torch.randn(5, 7, 6)
+    hidden = torch.randn(15, 5)  # 3 states per image, sharing its regions
+    projected = attention.project_regions(regions)
+    expected = attention.weights(projected, hidden)  # autograd on: the training path
+    for group_values in (1, 2 * 3 * 7 * 4, 1 << 19):
+        monkeypatch.setattr(attention_module, "_GROUP_VALUES", group_values)
+        with torch.inference_mode():
+            torch.testing.assert_close(attention.weights(projected, hidden), expected)

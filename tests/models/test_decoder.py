@@ -59,17 +59,23 @@ def _run_steps(decoder, regions, captions, with_context_terms):
     return outputs
 
 
-def test_precomputed_context_terms_give_the_same_steps(pack_every_weight):
-    """The decoding fast path (regions mapped through the context weights once) is exact."""
+def test_decoding_steps_equal_the_training_path(pack_every_weight):
+    """The searches' step (stacked and packed products, the word-gate table, with or without
+    the precomputed context terms, with or without autograd) gives the same words, attention
+    and state as the teacher-forcing path's nn.LSTMCell step, up to float rounding."""
     for deep_output in (True, False):
         decoder = make_decoder(deep_output).eval()
         regions = torch.randn(3, 9, 10)
         captions = torch.randint(0, 20, (3, 6))
+        reference = _run_steps(decoder, regions, captions, with_context_terms=False)
+        variants = []
         for grad in (False, True):
             with torch.set_grad_enabled(grad):
-                plain = _run_steps(decoder, regions, captions, with_context_terms=False)
-                fast = _run_steps(decoder, regions, captions, with_context_terms=True)
-            for a, b in zip(plain, fast):
+                variants.append(_run_steps(decoder, regions, captions, with_context_terms=True))
+        with torch.inference_mode():
+            variants.append(_run_steps(decoder, regions, captions, with_context_terms=False))
+        for steps in variants:
+            for a, b in zip(reference, steps):
                 torch.testing.assert_close(b.logits, a.logits)
                 torch.testing.assert_close(b.alpha, a.alpha)
                 torch.testing.assert_close(b.state[0], a.state[0])

@@ -12,13 +12,13 @@ if TYPE_CHECKING:
     from captioner.models.decoder import ShowAttendTellDecoder
 
 
-CONTEXT_TERMS_MAX_IMAGES = 32
+CONTEXT_TERMS_MAX_IMAGES = 8
 """Searches over at most this many images use the decoder's precomputed context terms
 (``project_regions(..., with_context_terms=True)``). A small search waits on reading the
 decoder's weights at every step, which the terms save; a large one is bound by arithmetic, and
 mapping all of every image's regions then costs more than it saves. On the 2-core CPU, beam 3
-(benchmarks/context_terms_crossover.py, two runs): 2.6-2.8x faster for one image, 1.7-1.9x at
-4, 1.1-1.2x at 16, 1.0-1.15x at 32, 0.85x at 100."""
+(benchmarks/context_terms_crossover.py, four runs): 1.3-1.7x faster for one image, 1.2-1.3x at
+4, 1.0-1.1x at 8, 0.8-1.06x at 16, 0.9x at 32, 0.8x at 100."""
 
 
 def use_context_terms(images: int) -> bool:

@@ -48,17 +48,37 @@ class SoftAttention(nn.Module):
         """``weights`` given the hidden state's projection W_h h_t (N, A) already."""
         images, region_count, _ = projected_regions.shape
         query = query.view(images, rows_per_image(query.size(0), images), 1, -1)
-        energies = self.score(_tanh_of_sum(projected_regions.unsqueeze(1), query)).squeeze(3)
+        keys = projected_regions.unsqueeze(1)
+        if torch.is_grad_enabled() or keys.device.type != "cpu":
+            energies = self.score(torch.tanh(keys + query)).squeeze(3)
+        else:
+            energies = self._cpu_inference_energies(keys, query)
         return torch.softmax(energies.float(), dim=2).view(-1, region_count)
 
+    def _cpu_inference_energies(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        """w^T tanh(k + q) + b for (B, 1, R, A) keys and (B, K, 1, A) queries, computed as
+        2 w^T sigmoid(2(k + q)) + (b - sum w), since tanh x = 2 sigmoid(2x) - 1: the same to
+        float rounding, and sigmoid is about twice as fast as tanh on a CPU. The largest
+        elementwise work of a decoding step (B x K x R x A values) runs a few images at a time,
+        so that its temporary stays in cache instead of being ~30 MB for 100 images' beams."""
+        weight = 2.0 * self.score.weight
+        bias = self.score.bias - self.score.weight.sum()
+        images, per_image, region_count, size = keys.size(0), query.size(1), keys.size(2), keys.size(3)
+        group = max(1, _GROUP_VALUES // (per_image * region_count * size))
+        energies = [
+            nn.functional.linear(
+                (keys[start : start + group] + query[start : start + group]).mul_(2.0).sigmoid_(),
+                weight,
+                bias,
+            ).squeeze(3)
+            for start in range(0, images, group)
+        ]
+        return energies[0] if len(energies) == 1 else torch.cat(energies)
 
-def _tanh_of_sum(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """tanh(a + b); in CPU inference as 2 sigmoid(2x) - 1 in place, which is the same to ~2e-7
-    and takes about 60% of the time of ``torch.tanh`` there (the largest elementwise operation
-    of a decoding step: N x R x A values)."""
-    if torch.is_grad_enabled() or a.device.type != "cpu":
-        return torch.tanh(a + b)
-    return (a + b).mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+
+_GROUP_VALUES = 1 << 19
+"""About 2 MB of float32: the temporary of ``_cpu_inference_energies`` per group of images
+(4-16 images of 3 beams all ran ~2x faster than 100 at once on the 2-core CPU)."""
 
 
 def rows_per_image(rows: int, images: int) -> int:

@@ -245,8 +245,8 @@ class ShowAttendTellDecoder(nn.Module):
         shared by N // B consecutive partial captions (a search's hypotheses of that image).
         """
         embedded = self.embedding(previous_words)
-        if self._has_context_terms(projected_regions):
-            return self._step_from_context_terms(previous_words, embedded, state, projected_regions)
+        if self._has_context_terms(projected_regions) or not torch.is_grad_enabled():
+            return self._decoding_step(previous_words, embedded, state, regions, projected_regions)
         state, context, alpha = self._attend_and_update(
             embedded, state, regions, projected_regions
         )
@@ -289,20 +289,40 @@ class ShowAttendTellDecoder(nn.Module):
 
         return self._derived("hidden_maps", sources, build)
 
-    def _step_from_context_terms(
+    def _context_maps(self) -> tuple[torch.Tensor, None]:
+        """The context's two maps (the LSTM's context input weights and L_z) stacked into one
+        (4H [+ E], D) weight, for steps that compute the context itself."""
+        sources = [self.lstm.weight_ih]
+        if self.config.deep_output:
+            sources.append(self.context_to_embed.weight)
+
+        def build() -> tuple[torch.Tensor, None]:
+            weights = [self.lstm.weight_ih[:, self.config.embed_dim :]] + sources[1:]
+            return torch.cat(weights, dim=0), None
+
+        return self._derived("context_maps", sources, build)
+
+    def _decoding_step(
         self,
         previous_words: torch.Tensor,
         embedded: torch.Tensor,
         state: DecoderState,
+        regions: torch.Tensor,
         projected_regions: torch.Tensor,
     ) -> StepOutput:
-        """``step`` from keys + precomputed context terms; same maths as ``_attend_and_update``."""
+        """``step`` as searches run it; the same maths as ``_attend_and_update`` and
+        ``_word_logits``, arranged for speed: the products of one input are stacked (without
+        autograd), the embedding's share of the gates is a table lookup, and the context's two
+        maps come from the precomputed context terms when ``projected_regions`` has them. Only
+        used with autograd when it has them (tests pin that path to the plain one)."""
         config = self.config
         hidden, cell = state
-        sizes = [config.attention_dim, 4 * config.hidden_dim]
-        if config.deep_output:
-            sizes.append(config.embed_dim)
-        keys, lstm_terms, *output_terms = projected_regions.split(sizes, dim=2)
+        context_sizes = [4 * config.hidden_dim] + ([config.embed_dim] if config.deep_output else [])
+        with_terms = self._has_context_terms(projected_regions)
+        if with_terms:
+            keys, *context_terms = projected_regions.split([config.attention_dim] + context_sizes, dim=2)
+        else:
+            keys = projected_regions
         lstm = self.lstm
         if torch.is_grad_enabled():
             query = self.attention.hidden_projection(hidden)
@@ -318,14 +338,18 @@ class ShowAttendTellDecoder(nn.Module):
             word_gates = self._word_gate_table()[previous_words]
         alpha = self.attention.weights_from_query(keys, query).to(projected_regions.dtype)
         gate = torch.sigmoid(gate_logit)
-        gates = word_gates + gate * weighted_sum(alpha, lstm_terms) + hidden_gates
+        if with_terms:
+            context_parts = [gate * weighted_sum(alpha, terms) for terms in context_terms]
+        else:
+            context = gate * weighted_sum(alpha.to(regions.dtype), regions)
+            context_parts = packed_linear.linear(context, *self._context_maps()).split(context_sizes, dim=1)
+        gates = word_gates + context_parts[0] + hidden_gates
         # nn.LSTMCell's gate order: input, forget, cell candidate, output.
         input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         if config.deep_output:
-            context_term = gate * weighted_sum(alpha, output_terms[0])
-            combined = embedded + _linear(self.hidden_to_embed, hidden) + context_term
+            combined = embedded + _linear(self.hidden_to_embed, hidden) + context_parts[1]
             logits = _linear(self.output, self.dropout(combined))
         else:
             logits = _linear(self.output, self.dropout(hidden))
