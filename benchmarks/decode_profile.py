@@ -6,7 +6,7 @@ Times the shipped model's beam search (beam 3, its decoding settings) on one 224
 the same search over the same regions with a decoder 8 units wide (same vocabulary, random
 weights, stopped after as many words): what is left there is the search's own cost (indexing,
 top-k, bookkeeping). Then splits the real search's time between the decoder's calls and the
-search around them, times the attention's nonlinearity both ways, and profiles five searches
+search around them, times the attention's energies both ways, and profiles five searches
 with the real decoder (torch.profiler, CPU), printing the operators by self time.
 """
 
@@ -84,24 +84,27 @@ def print_breakdown(decoder, regions: torch.Tensor, tokens, settings: DecodeSett
           f"{rest:.2f} ms ({rest / words:.2f} ms per step), total {1000 * total / repeat:.2f} ms")
 
 
-def print_attention_nonlinearity(repeat: int) -> None:
-    """torch.tanh against the in-place 2 sigmoid(2x) - 1 the attention uses on a CPU at inference,
-    on one photo's (beams, regions, attention size) values."""
-    keys, query = torch.randn(1, 1, 49, 512), torch.randn(1, 3, 1, 512)
-    timings = {}
-    with torch.inference_mode():
-        for name, function in [("torch.tanh(k + q)", lambda: torch.tanh(keys + query)),
-                               ("(k + q) as 2 sigmoid(2x) - 1 in place",
-                                lambda: (keys + query).mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0))]:
-            for _ in range(20):
-                function()
-            times = []
-            for _ in range(10 * repeat):
-                started = time.perf_counter()
-                function()
-                times.append(time.perf_counter() - started)
-            timings[name] = 1e6 * statistics.median(times)
-    print("attention nonlinearity on (3, 49, 512): " + ", ".join(f"{n} {us:.0f} us" for n, us in timings.items()))
+def print_attention_energies(attention, repeat: int) -> None:
+    """The attention's energies w^T tanh(k + q) + b as autograd computes them against the CPU
+    inference form (2 w^T sigmoid(2(k + q)) + (b - sum w), a few images at a time), on one
+    photo's 3 beams and on 100 photos' (values: random keys and queries of the model's sizes)."""
+    size = attention.region_projection.out_features
+    for images in (1, 100):
+        keys, query = torch.randn(images, 1, 49, size), torch.randn(images, 3, 1, size)
+        timings = {}
+        with torch.inference_mode():
+            for name, function in [("score(tanh(k + q))", lambda: attention.score(torch.tanh(keys + query))),
+                                   ("inference form", lambda: attention._cpu_inference_energies(keys, query))]:
+                for _ in range(3):
+                    function()
+                times = []
+                for _ in range(max(5, repeat // images * 5)):
+                    started = time.perf_counter()
+                    function()
+                    times.append(time.perf_counter() - started)
+                timings[name] = 1e6 * statistics.median(times)
+        print(f"attention energies for ({images}, 3, 49, {size}): "
+              + ", ".join(f"{n} {us:.0f} us" for n, us in timings.items()))
 
 
 def main() -> None:
@@ -126,7 +129,7 @@ def main() -> None:
     tiny_ms, tiny_words = median_ms(tiny, regions, tokens, dataclasses.replace(settings, max_length=words), args.repeat)
     print(f"beam 3, the same search with an 8-wide decoder ({tiny_words} words): {tiny_ms:.1f} ms")
     print_breakdown(captioner.model.decoder, regions, tokens, settings, args.repeat)
-    print_attention_nonlinearity(args.repeat)
+    print_attention_energies(captioner.model.decoder.attention, args.repeat)
     from torch.profiler import ProfilerActivity, profile
 
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
