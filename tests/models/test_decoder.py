@@ -126,3 +126,16 @@ def test_states_may_share_their_images_regions(pack_every_weight):
     with torch.inference_mode(), pytest.raises(ValueError, match="cannot share the regions of 4 images"):
         decoder.step(words[:5, 0], (state[0][:5], state[1][:5]), torch.randn(4, 9, 10),
                      decoder.project_regions(torch.randn(4, 9, 10)))
+
+
+def test_a_decoder_made_under_inference_mode_decodes():
+    """Parameters created under inference mode keep no version counter; the inference caches
+    must not need one (a user may load a model inside ``torch.inference_mode()``)."""
+    with torch.inference_mode():
+        decoder = make_decoder().eval()
+        regions = torch.randn(2, 9, 10)
+        captions = torch.randint(0, 20, (2, 4))
+        fast = _run_steps(decoder, regions, captions, with_context_terms=True)
+        plain = _run_steps(decoder, regions, captions, with_context_terms=False)
+    for a, b in zip(plain, fast):
+        torch.testing.assert_close(b.logits, a.logits)

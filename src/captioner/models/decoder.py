@@ -256,7 +256,7 @@ class ShowAttendTellDecoder(nn.Module):
         """A value computed from parameters for inference, cached under ``name`` while they are
         unchanged: their storage and version counters are the key, so an optimiser step, a
         loaded state dict or a move to another device rebuilds it."""
-        key = tuple((t.data_ptr(), t._version, t.dtype) for t in sources)
+        key = tuple((t.data_ptr(), packed_linear.version(t), t.dtype) for t in sources)
         cached = self._inference_cache.get(name)
         if cached is None or cached[0] != key:
             cached = (key, build())

@@ -76,11 +76,17 @@ def _applies(x: torch.Tensor, weight: torch.Tensor) -> bool:
     )
 
 
+def version(tensor: torch.Tensor) -> int:
+    """The tensor's version counter (bumped by every in-place change), 0 for a tensor made under
+    inference mode, which keeps none: such a tensor (a weight derived there, or a model loaded
+    there) cannot be changed in place outside inference mode."""
+    return 0 if tensor.is_inference() else tensor._version
+
+
 def _pack(weight: torch.Tensor) -> torch.Tensor | None:
     """The weight in oneDNN's layout, or None where this build cannot (then never again)."""
     global _kernels_work
-    # Tensors made under inference mode (a derived weight) keep no version counter.
-    key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
+    key = (weight.data_ptr(), version(weight))
     cached = _packed.get(weight)
     if cached is not None and cached[0] == key:
         return cached[1]
