@@ -140,3 +140,9 @@ def test_beam_search_gives_the_same_captions_with_and_without_precomputed_contex
     for a, b in zip(together, alone):
         assert math.isclose(a.log_prob, b.log_prob, rel_tol=1e-4, abs_tol=1e-5)
         torch.testing.assert_close(a.alphas, b.alphas, rtol=1e-4, atol=1e-5)
+
+
+def test_no_images_decode_to_no_captions():
+    for beam_size in (1, 3):
+        settings = DecodeSettings(beam_size=beam_size)
+        assert decode(real_decoder(), torch.zeros(0, 5, 8), TOKENS, settings) == []

@@ -47,7 +47,7 @@ class SoftAttention(nn.Module):
     def weights_from_query(self, projected_regions: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         """``weights`` given the hidden state's projection W_h h_t (N, A) already."""
         images, region_count, _ = projected_regions.shape
-        query = query.view(images, rows_per_image(query.size(0), images), 1, -1)
+        query = query.view(images, rows_per_image(query.size(0), images), 1, query.size(1))
         keys = projected_regions.unsqueeze(1)
         if torch.is_grad_enabled() or keys.device.type != "cpu":
             energies = self.score(torch.tanh(keys + query)).squeeze(3)
@@ -71,18 +71,22 @@ class SoftAttention(nn.Module):
                 weight,
                 bias,
             ).squeeze(3)
-            for start in range(0, images, group)
+            for start in range(0, max(images, 1), group)  # one empty group for no images
         ]
         return energies[0] if len(energies) == 1 else torch.cat(energies)
 
 
 _GROUP_VALUES = 1 << 19
-"""About 2 MB of float32: the temporary of ``_cpu_inference_energies`` per group of images
-(4-16 images of 3 beams all ran ~2x faster than 100 at once on the 2-core CPU)."""
+"""About 2 MB of float32: the temporary of ``_cpu_inference_energies`` per group of images (6
+images of 3 beams with the shipped model). With the sigmoid form, it computes 100 images'
+energies ~4x faster than ``score(tanh(k + q))`` at once on the 2-core CPU
+(benchmarks/decode_profile.py)."""
 
 
 def rows_per_image(rows: int, images: int) -> int:
     """How many consecutive states share each image's regions (see ``SoftAttention.forward``)."""
+    if images == 0 and rows == 0:
+        return 1  # an empty batch
     if images == 0 or rows % images:
         raise ValueError(f"{rows} decoder states cannot share the regions of {images} images")
     return rows // images
@@ -93,7 +97,7 @@ def weighted_sum(weights: torch.Tensor, per_image: torch.Tensor) -> torch.Tensor
     consecutive weight rows per image."""
     images, region_count, _ = per_image.shape
     grouped = weights.view(images, rows_per_image(weights.size(0), images), region_count)
-    return torch.bmm(grouped, per_image).view(weights.size(0), -1)
+    return torch.bmm(grouped, per_image).view(weights.size(0), per_image.size(2))
 
 
 def doubly_stochastic_penalty(alphas: torch.Tensor, step_mask: torch.Tensor) -> torch.Tensor:

@@ -124,7 +124,7 @@ class ShowAttendTellDecoder(nn.Module):
         if not torch.is_grad_enabled():
             weight, bias = self._region_maps()
             flat = packed_linear.linear(regions.reshape(-1, regions.size(2)), weight, bias)
-            return flat.view(regions.size(0), regions.size(1), -1)
+            return flat.view(regions.size(0), regions.size(1), weight.size(0))
         parts = [
             self.attention.project_regions(regions),
             nn.functional.linear(regions, self.lstm.weight_ih[:, self.config.embed_dim :]),
