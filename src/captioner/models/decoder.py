@@ -142,10 +142,7 @@ class ShowAttendTellDecoder(nn.Module):
             sources.append(self.context_to_embed.weight)
 
         def build() -> tuple[torch.Tensor, torch.Tensor]:
-            weights = [attention.weight, self.lstm.weight_ih[:, self.config.embed_dim :]]
-            if self.config.deep_output:
-                weights.append(self.context_to_embed.weight)
-            weight = torch.cat(weights, dim=0)
+            weight = torch.cat([attention.weight, self._context_weight()], dim=0)
             bias = torch.zeros(weight.size(0), dtype=weight.dtype, device=weight.device)
             bias[: attention.bias.numel()] = attention.bias
             return weight, bias
@@ -289,18 +286,20 @@ class ShowAttendTellDecoder(nn.Module):
 
         return self._derived("hidden_maps", sources, build)
 
-    def _context_maps(self) -> tuple[torch.Tensor, None]:
+    def _context_weight(self) -> torch.Tensor:
         """The context's two maps (the LSTM's context input weights and L_z) stacked into one
-        (4H [+ E], D) weight, for steps that compute the context itself."""
+        (4H [+ E], D) weight."""
+        weights = [self.lstm.weight_ih[:, self.config.embed_dim :]]
+        if self.config.deep_output:
+            weights.append(self.context_to_embed.weight)
+        return torch.cat(weights, dim=0)
+
+    def _context_maps(self) -> tuple[torch.Tensor, None]:
+        """``_context_weight``, cached, for steps that compute the context themselves."""
         sources = [self.lstm.weight_ih]
         if self.config.deep_output:
             sources.append(self.context_to_embed.weight)
-
-        def build() -> tuple[torch.Tensor, None]:
-            weights = [self.lstm.weight_ih[:, self.config.embed_dim :]] + sources[1:]
-            return torch.cat(weights, dim=0), None
-
-        return self._derived("context_maps", sources, build)
+        return self._derived("context_maps", sources, lambda: (self._context_weight(), None))
 
     def _decoding_step(
         self,
