@@ -46,3 +46,20 @@ def test_perfect_match_beats_partial_and_lengths_are_checked() -> None:
     assert reward.score(["a", "man", "rides", "a", "red", "bike"], "x") > reward.score(["a", "man", "rides"], "x")
     with pytest.raises(ValueError):
         reward.scores([["a"]], ["x", "y"])
+
+
+def test_score_against_any_captions_uses_the_corpus_idf() -> None:
+    """Against an image's own references it is exactly ``score``, i.e. the metric (above); against
+    other captions (a photo's candidate captions) the idf still comes from the corpus."""
+    rng = random.Random(1)
+    references = {i: [random_caption(rng) for _ in range(rng.randint(1, 5))] for i in range(30)}
+    reward = CiderDReward(references)
+    for i in range(30):
+        candidate = random_caption(rng)
+        assert reward.score_against(candidate, references[i]) == reward.score(candidate, i)
+    corpus = {i: [["a", "dog", "on", "grass"]] for i in range(9)}
+    corpus[9] = [["a", "dog", "and", "a", "kayak"]]
+    reward = CiderDReward(corpus)
+    assert reward.score_against(["a", "dog"], [["a", "dog", "swims"]]) == 0.0  # "a dog" is everywhere
+    assert reward.score_against(["a", "kayak"], [["a", "red", "kayak"]]) > 0
+    assert reward.score_against(["a", "kayak"], []) == 0.0

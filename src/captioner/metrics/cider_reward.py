@@ -82,7 +82,14 @@ class CiderDReward:
 
     def score(self, tokens: Sequence[str], key: Hashable) -> float:
         """CIDEr-D of one caption against the references of image ``key``."""
-        references = self._references(key)
+        return self._score(tokens, self._references(key))
+
+    def score_against(self, tokens: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+        """CIDEr-D of one caption against the given tokenized captions, with the corpus's idf
+        (e.g. how much a candidate caption agrees with a photo's other candidates)."""
+        return self._score(tokens, [self._vector(_ngram_counts(r)) for r in references])
+
+    def _score(self, tokens: Sequence[str], references: list[_Vector]) -> float:
         if not references:
             return 0.0
         hypothesis, hypothesis_norms, hypothesis_length = self._vector(_ngram_counts(tokens))
