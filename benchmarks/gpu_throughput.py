@@ -290,15 +290,21 @@ def source_digests(package: Path) -> dict[str, str]:
 
 
 def environment(run: Run) -> dict:
-    import timm
+    import importlib.metadata
+
     import torchvision
+
+    try:
+        timm_version = importlib.metadata.version("timm")  # no longer a runtime dependency
+    except importlib.metadata.PackageNotFoundError:
+        timm_version = None
 
     meta: dict = {
         "machine": describe_machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
+        "timm": timm_version,
         "device": str(run.device),
         "cuda_available": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),

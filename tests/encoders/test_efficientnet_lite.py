@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -30,6 +33,48 @@ def test_package_weights_fill_every_timm_tensor_in_order():
     encoder = build_encoder(EncoderConfig("efficientnet_lite0"))
     assert torch.equal(encoder.blocks[0][0].weight, package["_conv_stem.weight"])
     assert torch.equal(encoder.classifier_tail[-1].weight, package["_fc.weight"])
+
+
+def test_the_written_out_network_is_timms_tf_efficientnet_lite0():
+    """Same tensors (names, shapes, order) and the same outputs, bit for bit, at 224 px and at
+    sizes where TensorFlow's SAME padding is uneven; BatchNorm statistics randomised so that
+    they matter."""
+    import timm
+
+    from captioner.encoders.efficientnet_lite_network import EfficientNetLite0
+
+    torch.manual_seed(0)
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    with torch.no_grad():
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+    network = EfficientNetLite0().eval()
+    expected = reference.state_dict()
+    assert [(k, v.shape) for k, v in network.state_dict().items()] == [(k, v.shape) for k, v in expected.items()]
+    network.load_state_dict(expected, strict=True)
+    for height, width in [(224, 224), (225, 231), (97, 300)]:
+        images = torch.randn(2, 3, height, width)
+        with torch.no_grad():
+            features = network.bn2(network.conv_head(network.blocks(network.bn1(network.conv_stem(images)))))
+            assert torch.equal(features, reference.forward_features(images))
+            assert torch.equal(network(images), reference(images))
+
+
+def test_captioning_a_photo_imports_neither_timm_nor_torchvision(photo_paths):
+    """They cost ~2 s of start-up (torchvision's ops import torch._dynamo)."""
+    code = (
+        "import sys\n"
+        "from captioner.api import Captioner\n"
+        f"Captioner.from_pretrained(device='cpu').caption([{str(photo_paths['coffee'])!r}])\n"
+        "print(sorted(m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_position_mapping_names_the_tensor_whose_shape_differs():

