@@ -82,3 +82,17 @@ def test_kernels_that_disagree_are_never_used(monkeypatch):
         torch.testing.assert_close(packed_linear.linear(x, weight, bias), functional.linear(x, weight, bias))
     assert packed_linear._kernels_work is False
     assert weight not in packed_linear._packed
+
+
+def test_the_first_use_check_leaves_the_global_random_stream_alone(monkeypatch):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("no oneDNN in this build: nothing is checked")
+    monkeypatch.setattr(packed_linear, "_kernels_work", None)
+    monkeypatch.setattr(packed_linear, "_packed", packed_linear.WeakIdKeyDictionary())
+    weight, bias = _weight()
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with torch.inference_mode():
+        packed_linear.linear(torch.ones(3, 512), weight, bias)
+    torch.testing.assert_close(torch.rand(3), expected)

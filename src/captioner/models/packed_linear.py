@@ -93,7 +93,9 @@ def _pack(weight: torch.Tensor) -> torch.Tensor | None:
     try:
         packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), _ROWS_HINT)
         if _kernels_work is None:
-            probe = torch.randn(_ROWS_HINT, weight.size(1))
+            # A private generator: the check must not move the global random stream (dropout,
+            # sampling), or a run's results would depend on when it first decoded.
+            probe = torch.randn(_ROWS_HINT, weight.size(1), generator=torch.Generator().manual_seed(0))
             expected = functional.linear(probe, weight)
             got = torch.ops.mkldnn._linear_pointwise(probe, packed, None, "none", [], "")
             # Rounding differs with the order of the sums; a broken kernel differs by far more.
