@@ -86,8 +86,8 @@ def main() -> None:
             os.symlink(source.resolve(), folder / f"{index:05d}_{source.name}")
         warm = Path(temporary) / "warm"
         warm.mkdir()
-        for source in sources[:16]:
-            os.symlink(source.resolve(), warm / source.name)
+        for index, source in enumerate(sources[:16]):  # the example photos repeat: number them
+            os.symlink(source.resolve(), warm / f"{index:05d}_{source.name}")
         run_once(warm, Path(temporary) / "warm.jsonl", args.checkpoint, 8, 1)
         for setting in args.runs.split(","):
             batch_size, workers = (int(v) for v in setting.split(":"))
