@@ -181,3 +181,22 @@ def test_cuda_cache_matches_cpu_within_fp16(tmp_path, records):
     assert cpu.shape == gpu.shape
     on_cpu, on_gpu = FeatureCache.open(tmp_path / "cpu"), FeatureCache.open(tmp_path / "gpu")
     torch.testing.assert_close(on_gpu[0], on_cpu[0], atol=5e-2, rtol=2e-2)
+
+
+def test_mirrored_cache_holds_the_features_of_the_flipped_photos(tmp_path, encoder, records):
+    out = tmp_path / "mirrored"
+    build_feature_cache(records, encoder, out, num_workers=0, progress=False, mirrored=True)
+    mirrored = FeatureCache.open(out)
+    assert mirrored.mirrored
+    for record in (records[0], records[2]):
+        pixels = encoder.preprocess(load_rgb_image(record.image_path))
+        with torch.no_grad():
+            expected = encoder(torch.flip(pixels, dims=[2])[None])[0]
+        torch.testing.assert_close(mirrored[mirrored.row_of(record)], expected, atol=4e-3, rtol=1e-3)
+        assert not torch.allclose(expected, direct_features(encoder, record.image_path), atol=1e-2)
+    with pytest.raises(CheckpointError, match="of the mirrored photos.*differs in mirrored"):
+        build_feature_cache(records, encoder, out, num_workers=0, progress=False)
+    plain = tmp_path / "plain"
+    build_feature_cache(records, encoder, plain, num_workers=0, progress=False)
+    assert not FeatureCache.open(plain).mirrored
+    assert "mirrored" not in json.loads((plain / "index.json").read_text())["fingerprint"]

@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trunk-only", action="store_true", help="store trunk activations instead of features"
     )
     parser.add_argument(
+        "--mirror",
+        action="store_true",
+        help="encode every photo flipped left to right (a second cache for data.mirror_feature_cache)",
+    )
+    parser.add_argument(
         "--out", required=True, metavar="CACHE_DIR", help="folder to write the cache into"
     )
     parser.add_argument("--batch-size", type=int, default=64)
@@ -90,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         device=device,
         trunk_only=args.trunk_only,
         progress=not args.no_progress,
+        mirrored=args.mirror,
     )
     print(report.summary())
     for reason in report.bad_images.values():

@@ -100,9 +100,9 @@ def _unique_images(records: Sequence[CaptionRecord]) -> list[tuple[str, str]]:
 
 
 def _fingerprint(
-    encoder: Encoder, trunk_only: bool, paths: Sequence[str], shape: Sequence[int]
+    encoder: Encoder, trunk_only: bool, paths: Sequence[str], shape: Sequence[int], mirrored: bool = False
 ) -> dict[str, Any]:
-    return {
+    fingerprint = {
         "format_version": FORMAT_VERSION,
         "encoder": encoder.config.to_dict(),
         "weights_digest": encoder.weights_digest(),
@@ -113,11 +113,16 @@ def _fingerprint(
         "shape": list(shape),
         "dtype": "float16",
     }
+    if mirrored:  # only then, so that caches written before the option keep their fingerprint
+        fingerprint["mirrored"] = True
+    return fingerprint
 
 
 def _describe(fingerprint: dict[str, Any]) -> str:
     encoder = fingerprint["encoder"]
     what = "trunk activations" if fingerprint["trunk_only"] else "features"
+    if fingerprint.get("mirrored"):
+        what += " of the mirrored photos"
     return (
         f"{encoder['name']}/{encoder['layer']} {what} at {encoder['image_size']} px "
         f"(weights {fingerprint['weights_digest']}) of {fingerprint['num_images']} images"
@@ -127,7 +132,8 @@ def _describe(fingerprint: dict[str, Any]) -> str:
 def _refuse_mismatch(
     out_dir: Path, existing: dict[str, Any], wanted: dict[str, Any]
 ) -> CheckpointError:
-    differing = [key for key in wanted if existing.get(key) != wanted[key]]
+    keys = [*wanted, *(key for key in existing if key not in wanted)]
+    differing = [key for key in keys if existing.get(key) != wanted.get(key)]
     return CheckpointError(
         f"feature cache {out_dir} holds {_describe(existing)}, but this run wants {_describe(wanted)} "
         f"(differs in {', '.join(differing)}); pass another --out or delete {out_dir}"
@@ -193,8 +199,12 @@ def build_feature_cache(
     device: str | torch.device = "cpu",
     trunk_only: bool = False,
     progress: bool = True,
+    mirrored: bool = False,
 ) -> FeatureCacheReport:
     """Encode every distinct image of ``records`` into ``out_dir`` (see the module docstring).
+
+    ``mirrored`` encodes each photo flipped left to right instead, for training with mirrored
+    copies (``data.mirror_feature_cache``); the grid is stored as the flipped photo gives it.
 
     Unreadable images are skipped (their rows stay zero, their status says why) and listed in the
     report. Inputs and weights are channels-last on every device (oneDNN on CPU is several times
@@ -227,7 +237,7 @@ def build_feature_cache(
         encoder.trunk_shape() if trunk_only else (encoder.num_regions(), encoder.feature_dim)
     )
     shape = (len(paths), *per_image)
-    wanted = _fingerprint(encoder, trunk_only, paths, shape)
+    wanted = _fingerprint(encoder, trunk_only, paths, shape, mirrored)
 
     index_path, progress_path, features_path = (
         out_dir / INDEX_FILE,
@@ -294,6 +304,8 @@ def build_feature_cache(
                 logger.warning("skipping %s", reason)
             if batch is not None:
                 batch = batch.to(device, non_blocking=True)
+                if mirrored:
+                    batch = torch.flip(batch, dims=[3])
                 batch = batch.contiguous(memory_format=torch.channels_last)
                 with torch.inference_mode():
                     with autocast:
@@ -340,7 +352,7 @@ def build_feature_cache(
         bad_images={paths[row]: reason for row, reason in sorted(bad_rows.items())},
         seconds=time.perf_counter() - started,
     )
-    logger.info("%s", report.summary())
+    logger.debug("%s", report.summary())  # the CLI prints it; once is enough
     return report
 
 
@@ -366,6 +378,7 @@ class FeatureCache:
         fingerprint = index["fingerprint"]
         self.config = EncoderConfig.from_dict(fingerprint["encoder"])
         self.trunk_only: bool = fingerprint["trunk_only"]
+        self.mirrored: bool = fingerprint.get("mirrored", False)
         self.shape: tuple[int, ...] = tuple(fingerprint["shape"])
         self.weights_digest: str = fingerprint["weights_digest"]
         self._row_by_path = {entry["path"]: entry["row"] for entry in index["images"]}

@@ -38,6 +38,12 @@ class DataConfig:
     num_workers: int = 0
     feature_cache: str | None = None
     """Directory of cached encoder features (``captioner features``); ``None`` runs the encoder."""
+    mirror_feature_cache: str | None = None
+    """Features of the same photos flipped left to right (``captioner features --mirror``): each
+    time a training photo is read, its mirror image is read instead with ``mirror_probability``.
+    Photos with a caption that says "left" or "right" are never mirrored (the caption would turn
+    false). Validation always reads ``feature_cache``."""
+    mirror_probability: float = 0.5
 
 
 @dataclass

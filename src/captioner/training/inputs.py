@@ -14,6 +14,7 @@ import torch
 
 from captioner.data.images import load_rgb_image
 from captioner.data.records import CaptionRecord
+from captioner.data.text import tokenize_caption
 from captioner.encoders.cache import FeatureCache
 from captioner.models.captioning import CaptioningModel
 
@@ -41,6 +42,36 @@ class CachedInput:
 
     def __call__(self, record: CaptionRecord, index: int) -> torch.Tensor:
         return self.cache[self.cache.row_of(record)]
+
+
+class MirroredInput:
+    """Cached features that are, at random, those of the mirrored photo.
+
+    ``mirrorable`` names the images that may be mirrored (by image id); the others always read
+    ``plain``. The draw uses torch's global generator, which the training loop seeds and saves
+    for resuming, so a rerun with the same seed reads the same grids.
+    """
+
+    def __init__(self, plain: FeatureCache, mirrored: FeatureCache, mirrorable: set[str], probability: float) -> None:
+        self.plain = plain
+        self.mirrored = mirrored
+        self.mirrorable = mirrorable
+        self.probability = probability
+
+    def __call__(self, record: CaptionRecord, index: int) -> torch.Tensor:
+        if str(record.image_id) in self.mirrorable and torch.rand(()) < self.probability:
+            return self.mirrored[self.mirrored.row_of(record)]
+        return self.plain[self.plain.row_of(record)]
+
+
+def mirrorable_images(records: Sequence[CaptionRecord], mirrored: FeatureCache) -> set[str]:
+    """Ids of the images whose mirror image is cached and whose captions never say left or right."""
+    sided = {"left", "right"}
+    return {
+        str(record.image_id)
+        for record in records
+        if record in mirrored and not any(sided & set(tokenize_caption(c)) for c in record.captions)
+    }
 
 
 def regions_from_inputs(

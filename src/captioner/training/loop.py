@@ -44,7 +44,9 @@ from captioner.training.evaluation import caption_records, score_predictions, se
 from captioner.training.inputs import (
     CachedInput,
     InputKind,
+    MirroredInput,
     PixelInput,
+    mirrorable_images,
     records_in_cache,
     regions_from_inputs,
 )
@@ -137,7 +139,7 @@ class TrainingData:
     train_records: list[CaptionRecord]
     val_records: list[CaptionRecord]
     vocabulary: Vocabulary
-    train_input: PixelInput | CachedInput
+    train_input: PixelInput | CachedInput | MirroredInput
     val_input: PixelInput | CachedInput
     input_kind: InputKind
 
@@ -163,6 +165,10 @@ def prepare_data(config: RunConfig, model_preprocess, vocabulary: Vocabulary | N
         missing -= len(train_records) + len(val_records)
         if missing:
             log.warning("%d images are not in the feature cache %s (unreadable); training without them", missing, data.feature_cache)
+        if data.mirror_feature_cache:
+            train_input = mirrored_input(config, cache, train_records)
+    elif data.mirror_feature_cache:
+        raise ConfigError("data.mirror_feature_cache needs data.feature_cache (the plain photos' features) too")
     else:
         kind = InputKind.PIXELS
         train_input = val_input = PixelInput(model_preprocess)
@@ -171,27 +177,45 @@ def prepare_data(config: RunConfig, model_preprocess, vocabulary: Vocabulary | N
     return TrainingData(train_records, val_records, vocabulary, train_input, val_input, kind)
 
 
-def check_cache_matches(cache: FeatureCache, config: RunConfig) -> None:
+def mirrored_input(config: RunConfig, plain: FeatureCache, train_records: list[CaptionRecord]) -> MirroredInput:
+    path = config.data.mirror_feature_cache
+    mirrored = FeatureCache.open(path)
+    check_cache_matches(mirrored, config, path)
+    if not mirrored.mirrored or plain.mirrored:
+        raise ConfigError(
+            f"data.mirror_feature_cache {path} must hold mirrored photos (`captioner features --mirror`) "
+            f"and data.feature_cache {config.data.feature_cache} the photos as they are"
+        )
+    if not 0.0 <= config.data.mirror_probability <= 1.0:
+        raise ConfigError(f"data.mirror_probability must be between 0 and 1, got {config.data.mirror_probability}")
+    mirrorable = mirrorable_images(train_records, mirrored)
+    log.info("%d of %d training images may be read mirrored (p=%.2f); the rest mention left or right or "
+             "are not in %s", len(mirrorable), len(train_records), config.data.mirror_probability, path)
+    return MirroredInput(plain, mirrored, mirrorable, config.data.mirror_probability)
+
+
+def check_cache_matches(cache: FeatureCache, config: RunConfig, path: str | None = None) -> None:
+    path = path or config.data.feature_cache
     cached, wanted = cache.encoder_config, config.encoder
     # pretrained/weights_path too: a run saves its encoder beside the decoder, and a decoder trained
     # on pretrained features next to a randomly initialised encoder would caption nonsense.
     for name in ("name", "layer", "image_size", "pretrained", "weights_path"):
         if getattr(cached, name) != getattr(wanted, name):
             raise ConfigError(
-                f"feature cache {config.data.feature_cache} was made with encoder {name}="
+                f"feature cache {path} was made with encoder {name}="
                 f"{getattr(cached, name)!r} but the run asks for {getattr(wanted, name)!r}; "
                 "rebuild it with `captioner features` or change the encoder settings"
             )
     if cache.trunk_only != (config.encoder.fine_tune_blocks > 0):
         raise ConfigError(
-            f"feature cache {config.data.feature_cache} holds "
+            f"feature cache {path} holds "
             f"{'trunk activations' if cache.trunk_only else 'final features'}, which fits "
             f"{'' if cache.trunk_only else 'no '}encoder fine-tuning; set encoder.fine_tune_blocks "
             "accordingly or rebuild the cache"
         )
     if cache.trunk_only and config.encoder.fine_tune_blocks != cache.encoder_config.fine_tune_blocks:
         raise ConfigError(
-            f"feature cache {config.data.feature_cache} holds trunk activations for "
+            f"feature cache {path} holds trunk activations for "
             f"fine_tune_blocks={cache.encoder_config.fine_tune_blocks}, the run asks for "
             f"{config.encoder.fine_tune_blocks}"
         )
