@@ -7,8 +7,9 @@ scaled rather than clipped), keeping Pillow's decompression-bomb limit on (its w
 treated as an error too) and forcing the pixel data to load here so that a truncated file fails
 here, as a ``BadImageError`` naming the file. Must not know about encoders: resizing and
 normalizing for a network is the encoder's preprocess, so this module never resizes. There is
-deliberately no augmentation here, and no horizontal flip anywhere in the project: flipping
-swaps left and right and makes captions such as "a dog to the left of a man" false.
+deliberately no augmentation here. Flipping swaps left and right and makes captions such as
+"a dog to the left of a man" false, so the one flip in the project (training on mirrored
+features, ``captioner features --mirror``) skips every photo whose captions say left or right.
 """
 
 from __future__ import annotations
