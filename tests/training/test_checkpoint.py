@@ -163,6 +163,10 @@ def test_damaged_int8_scales_give_a_one_line_error(tmp_path):
     save_file(stored, str(tmp_path / "model.safetensors"))
     with pytest.raises(CheckpointError, match=r"model.safetensors: 'decoder.w.int8_scales' does not fit"):
         checkpoint.load_weights(tmp_path / "model.safetensors")
+    del stored["decoder.w.int8_scales"]  # int8 levels alone would load as nonsense weights
+    save_file(stored, str(tmp_path / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"int8 tensor 'decoder.w' has no 'decoder.w.int8_scales'"):
+        checkpoint.load_weights(tmp_path / "model.safetensors")
 
 
 def test_export_command_writes_int8_weights_that_caption_like_the_run(tmp_path, capsys, monkeypatch):

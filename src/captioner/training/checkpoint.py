@@ -130,6 +130,13 @@ def quantize_int8(weights: dict[str, torch.Tensor], group_size: int = INT8_GROUP
 def dequantize_int8(weights: dict[str, torch.Tensor], source: Path) -> dict[str, torch.Tensor]:
     """Undo ``quantize_int8``: each int8 matrix with its scales becomes a float32 matrix."""
     scale_names = [name for name in weights if name.endswith(INT8_SCALES_SUFFIX)]
+    unscaled = [name for name, tensor in weights.items()
+                if tensor.dtype == torch.int8 and name + INT8_SCALES_SUFFIX not in weights]
+    if unscaled:
+        raise CheckpointError(
+            f"{source}: int8 tensor '{unscaled[0]}' has no '{unscaled[0]}{INT8_SCALES_SUFFIX}'; the file is "
+            "damaged (export the run again with `captioner export --int8`)"
+        )
     if not scale_names:
         return weights
     weights = dict(weights)
