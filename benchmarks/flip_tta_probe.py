@@ -1,10 +1,10 @@
 """Would averaging a photo's regions with its mirror image's raise dev CIDEr-D? Probe on Flickr8k dev.
 
-Usage: .venv/bin/python benchmarks/flip_tta_probe.py [--checkpoint RUN_DIR ...] [--cache /tmp/f8k_dev_regions.pt]
+Usage: .venv/bin/python benchmarks/flip_tta_probe.py [--checkpoint RUN_DIR ...] [--cache /tmp/f8k_dev_regions_flip.pt] [--mirror-weights 0.3,0.5]
 
 Test-time augmentation at the feature level: the encoder also sees the photo flipped left to
 right; that grid is flipped back so that each cell covers the same part of the photo, and the
-two grids are averaged (weight ``--mirror-weight`` on the mirrored one) before the decoder
+two grids are averaged (weight ``--mirror-weights`` on the mirrored one) before the decoder
 reads them. Costs a second CNN forward per photo. Prints dev scores (beam 3, each model's own
 decoding settings, decoder alone) with and without it, for every checkpoint named.
 The two region grids of the 1,000 dev photos are cached in ``--cache`` (all checkpoints named
