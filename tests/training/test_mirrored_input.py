@@ -96,7 +96,7 @@ def test_mirror_settings_are_checked(dataset, caches):
     with pytest.raises(ConfigError, match="must hold mirrored photos"):
         prepare_data(config_for(dataset, mirrored, mirrored), None, None)
     with pytest.raises(ConfigError, match="mirror_probability must be between 0 and 1"):
-        prepare_data(config_for(dataset, plain, mirrored, probability=1.5), None, None)
+        RunConfig.from_dict({"data": {"mirror_feature_cache": str(mirrored), "mirror_probability": 1.5}})
     config = config_for(dataset, plain, mirrored)
     config.data.feature_cache = None
     with pytest.raises(ConfigError, match="needs data.feature_cache"):

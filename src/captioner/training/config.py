@@ -45,6 +45,10 @@ class DataConfig:
     false). Validation always reads ``feature_cache``."""
     mirror_probability: float = 0.5
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.mirror_probability <= 1.0:
+            raise ConfigError(f"data.mirror_probability must be between 0 and 1, got {self.mirror_probability}")
+
 
 @dataclass
 class OptimConfig:

@@ -186,8 +186,6 @@ def mirrored_input(config: RunConfig, plain: FeatureCache, train_records: list[C
             f"data.mirror_feature_cache {path} must hold mirrored photos (`captioner features --mirror`) "
             f"and data.feature_cache {config.data.feature_cache} the photos as they are"
         )
-    if not 0.0 <= config.data.mirror_probability <= 1.0:
-        raise ConfigError(f"data.mirror_probability must be between 0 and 1, got {config.data.mirror_probability}")
     mirrorable = mirrorable_images(train_records, mirrored)
     log.info("%d of %d training images may be read mirrored (p=%.2f); the rest mention left or right or "
              "are not in %s", len(mirrorable), len(train_records), config.data.mirror_probability, path)
