@@ -74,8 +74,9 @@ def test_training_state_round_trip_restores_optimizer_and_rng(tmp_path):
 
     restored_model = build_model(config, vocab)
     restored_optimizer = torch.optim.Adam(restored_model.parameters(), lr=1e-3)
-    state = checkpoint.load_training_state(tmp_path, restored_model, restored_optimizer)
+    state, extra = checkpoint.load_training_state(tmp_path, restored_model, restored_optimizer)
     assert state == {"epoch": 2, "step": 10}
+    assert extra == {}
     assert torch.equal(torch.rand(3), expected_next_random)
     original, restored = optimizer.state_dict(), restored_optimizer.state_dict()
     assert original["param_groups"] == restored["param_groups"]

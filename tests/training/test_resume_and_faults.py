@@ -116,7 +116,7 @@ def tiny_config(data: Path, **optim: object):
     values = json.loads((Path(__file__).parents[2] / "src/captioner/recipes/scenes_small_cnn.json").read_text())
     values["data"]["path"] = str(data)
     values["decoder"].update(embed_dim=16, hidden_dim=32, attention_dim=16)
-    values["optim"].update(epochs=1, batch_size=32, warmup_steps=2, **optim)
+    values["optim"].update({"epochs": 1, "batch_size": 32, "warmup_steps": 2, **optim})
     values["eval"]["max_images"] = 8
     values["threads"] = 1
     return RunConfig.from_dict(values)

@@ -247,10 +247,13 @@ def save_training_state(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     trainer_state: dict[str, Any],
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Weights, optimiser moments, RNG states and the trainer's counters (epoch, step, position
-    in the epoch's data order), atomically, in ``last/training_state.safetensors``."""
+    in the epoch's data order), atomically, in ``last/training_state.safetensors``; ``extra``
+    holds what else the trainer keeps (the weight average), returned by ``load_training_state``."""
     tensors = {f"model.{name}": value for name, value in model.state_dict().items()}
+    tensors.update({f"extra.{name}": value for name, value in (extra or {}).items()})
     optimizer_tensors, groups = _flatten_optimizer(optimizer)
     tensors.update({f"optimizer.{name}": value for name, value in optimizer_tensors.items()})
     tensors["rng.torch"] = torch.get_rng_state()
@@ -269,8 +272,8 @@ def save_training_state(
 
 def load_training_state(
     run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
-) -> dict[str, Any]:
-    """Restore what ``save_training_state`` wrote; returns the trainer's counters."""
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Restore what ``save_training_state`` wrote; returns the trainer's counters and ``extra``."""
     path = run_dir / LAST_DIR / TRAINING_STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: nothing to resume in {run_dir}; drop --resume")
@@ -292,7 +295,7 @@ def load_training_state(
         torch.cuda.set_rng_state_all(cuda_states)
     random.setstate(_as_tuple(python_state))
     _set_numpy_rng_state(numpy_state)
-    return trainer_state
+    return trainer_state, _with_prefix(tensors, "extra.")
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -86,6 +86,16 @@ class OptimConfig:
     objective: str = "cross_entropy"
     """"cross_entropy" (teacher forcing) or "self_critical" (CIDEr-D reward; see ``scst``).
     Self-critical training starts from a trained model: set ``init_from``."""
+    weight_average_decay: float = 0.0
+    """Above 0 (e.g. 0.99): keep an exponential moving average of the weights, updated after
+    every step with this decay; validation scores it and the run saves it
+    (``captioner.training.averaging``). 0 turns it off."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.weight_average_decay < 1.0:
+            raise ConfigError(
+                f"optim.weight_average_decay must be at least 0 and below 1 (0: off), got {self.weight_average_decay}"
+            )
 
 
 @dataclass

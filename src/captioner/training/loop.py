@@ -39,6 +39,7 @@ from captioner.models.attention import doubly_stochastic_penalty
 from captioner.models.captioning import CaptioningModel
 from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
 from captioner.training import checkpoint
+from captioner.training.averaging import WeightAverage
 from captioner.training.config import RunConfig
 from captioner.training.evaluation import caption_records, score_predictions, search_tokens
 from captioner.training.inputs import (
@@ -481,7 +482,9 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         vocabulary = None
     if resume:
         saved = checkpoint.read_json(run_dir / checkpoint.CONFIG_FILE, "config")
-        if saved != config.to_dict():
+        # Read through RunConfig so that settings added since the file was written compare as
+        # their defaults.
+        if RunConfig.from_dict(saved, str(run_dir / checkpoint.CONFIG_FILE)).to_dict() != config.to_dict():
             raise CheckpointError(
                 f"{run_dir / checkpoint.CONFIG_FILE} differs from this run's settings; "
                 "resume with the same settings (or `--config` that file)"
@@ -534,8 +537,12 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         # Position inside the epoch being trained, for resuming mid-epoch.
         "batches_done": 0, "running_sum": 0.0, "running_count": 0, "bad_steps": 0,
     }
+    average = WeightAverage(model, config.optim.weight_average_decay) if config.optim.weight_average_decay else None
     if resume:
-        state.update(checkpoint.load_training_state(run_dir, model, optimizer))
+        trainer_state, extra = checkpoint.load_training_state(run_dir, model, optimizer)
+        state.update(trainer_state)
+        if average is not None:
+            average.load_state_dict(extra, run_dir / checkpoint.LAST_DIR / checkpoint.TRAINING_STATE_FILE)
         log.info(
             "resuming after epoch %d, batch %d (best %s %.4f)",
             state["epoch"], state["batches_done"], config.eval.metric, state["best_score"],
@@ -561,11 +568,17 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     step = TrainStep(model, optimizer, config, vocabulary, data.input_kind, device, context, reward, tokens,
                      data.train_records, autocast_dtype, scaler)
 
+    def averaged() -> contextlib.AbstractContextManager:
+        """The weights the run validates and saves: the moving average when it keeps one."""
+        return average.applied() if average is not None else contextlib.nullcontext()
+
     def validate() -> tuple[dict[str, float], list[str]]:
-        predictions = caption_records(
-            model, data.val_records, data.val_input, data.input_kind, vocabulary, settings, device,
-            batch_size=config.eval.batch_size, num_workers=config.data.num_workers, progress=progress and context.is_main,
-        )
+        with averaged():
+            predictions = caption_records(
+                model, data.val_records, data.val_input, data.input_kind, vocabulary, settings, device,
+                batch_size=config.eval.batch_size, num_workers=config.data.num_workers,
+                progress=progress and context.is_main,
+            )
         scores = score_predictions(predictions, meteor=False)
         metrics = {k: v for k, v in scores.corpus.items() if v is not None}
         return metrics, [p.caption for p in predictions]
@@ -574,12 +587,15 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         state.update(best_score=metrics[config.eval.metric], best_epoch=epoch, epochs_without_gain=0)
         best = {"split": config.data.val_split, "epoch": epoch, "images": images, "decoding": settings.__dict__, **metrics}
         if context.is_main:
-            checkpoint.save_run(run_dir, config, vocabulary, model, best)
+            with averaged():
+                checkpoint.save_run(run_dir, config, vocabulary, model, best)
         return best
 
     def save_state() -> None:
         if context.is_main:
-            checkpoint.save_training_state(run_dir, model, optimizer, state)
+            checkpoint.save_training_state(
+                run_dir, model, optimizer, state, average.state_dict() if average is not None else None
+            )
 
     def append_history(entry: dict) -> None:
         if context.is_main:
@@ -638,6 +654,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
                         )
                 else:
                     state["bad_steps"] = 0
+                    if average is not None:
+                        average.update()
                     tracked_sum, examples = outcome
                     state["running_sum"] += tracked_sum
                     state["running_count"] += examples
