@@ -565,6 +565,8 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         len(data.train_records), len(dataset), steps_per_epoch, len(data.val_records), len(vocabulary), device,
         f", {context.world_size} processes" if context.enabled else "",
     )
+    if average is not None:
+        log.info("validating and saving a moving average of the weights (decay %g)", average.decay)
     step = TrainStep(model, optimizer, config, vocabulary, data.input_kind, device, context, reward, tokens,
                      data.train_records, autocast_dtype, scaler)
 
