@@ -160,3 +160,19 @@ def test_a_loss_that_stays_non_finite_stops_training_with_a_clear_message(tiny_s
         loop.train(tiny_config(tiny_scenes, max_bad_steps=4), tmp_path / "run", progress=False)
     # The state before the fault is kept for --resume.
     assert (tmp_path / "run" / STATE).is_file()
+
+
+def test_a_run_resumed_after_it_stopped_early_stays_stopped(tiny_scenes, tmp_path, monkeypatch) -> None:
+    """The state saved after the epoch that ran out of patience must not train on when resumed:
+    the resumed run ends where the uninterrupted one ended."""
+    from types import SimpleNamespace
+
+    from captioner.training import loop
+
+    scores = iter([0.5, 0.4, 0.3, 0.2, 0.1])  # validation only gets worse after epoch 1
+    monkeypatch.setattr(loop, "score_predictions", lambda *a, **k: SimpleNamespace(corpus={"CIDEr": next(scores)}))
+    config = tiny_config(tiny_scenes, epochs=4, early_stopping_patience=1)
+    assert loop.train(config, tmp_path / "run", progress=False).epochs_run == 2
+    history = (tmp_path / "run" / "history.jsonl").read_text()
+    assert loop.train(config, tmp_path / "run", resume=True, progress=False).epochs_run == 2
+    assert (tmp_path / "run" / "history.jsonl").read_text() == history

@@ -615,6 +615,12 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     stop = StopRequest()
     with stop.on_interrupt():
         for epoch in range(state["epoch"] + 1, config.optim.epochs + 1):
+            # Checked before an epoch rather than after one, so that a run resumed from the state
+            # saved after its last epoch stops where the uninterrupted run stopped.
+            patience = config.optim.early_stopping_patience
+            if patience and state["epochs_without_gain"] >= patience:
+                log.info("no gain in %s for %d epochs: stopping early", config.eval.metric, patience)
+                break
             loader = make_loader(
                 dataset,
                 batch_size=config.optim.batch_size,
@@ -706,10 +712,6 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
                 state["epochs_without_gain"] += 1
             state.update(epoch=epoch, batches_done=0, running_sum=0.0, running_count=0)
             save_state()
-            patience = config.optim.early_stopping_patience
-            if patience and state["epochs_without_gain"] >= patience:
-                log.info("no gain in %s for %d epochs: stopping early", config.eval.metric, patience)
-                break
     if writer is not None:
         writer.close()
     shutdown_distributed(context)
