@@ -128,6 +128,7 @@ class Captioner:
             length_penalty=self.config.eval.length_penalty,
             no_repeat_ngram_size=self.config.eval.no_repeat_ngram_size,
             constraint_margin=float("inf") if margin is None else margin,
+            block_dangling_endings=self.config.eval.block_dangling_endings,
         )
 
     def caption(
@@ -139,11 +140,14 @@ class Captioner:
         no_repeat_ngram_size: int | None = None,
         batch_size: int = 16,
         guidance: bool | None = None,
+        block_dangling_endings: bool | None = None,
     ) -> list[CaptionResult]:
         """Caption one picture or many; one result per input, in order.
 
         ``guidance`` (default: the model's ``eval.guidance``) makes a caption name what the
         encoder's ImageNet classifier confidently sees; labels are returned either way.
+        ``block_dangling_endings`` (default: the model's ``eval.block_dangling_endings``) keeps a
+        caption from ending where its training captions never end ("... with a red").
         """
         if isinstance(images, (str, Path, bytes, Image.Image)):
             images = [images]
@@ -154,6 +158,9 @@ class Captioner:
             length_penalty=settings.length_penalty if length_penalty is None else length_penalty,
             no_repeat_ngram_size=settings.no_repeat_ngram_size if no_repeat_ngram_size is None else no_repeat_ngram_size,
             constraint_margin=settings.constraint_margin,
+            block_dangling_endings=(
+                settings.block_dangling_endings if block_dangling_endings is None else block_dangling_endings
+            ),
         )
         guide = self.config.eval.guidance if guidance is None else guidance
         results: list[CaptionResult] = []

@@ -72,3 +72,45 @@ def test_installed_command_builds_scenes(tmp_path):
     )
     assert broken.returncode == 2 and "cannot tell the dataset format" in broken.stderr
     assert "Traceback" not in broken.stderr
+
+
+def _run_without_endings(tmp_path: Path, write_image, captions: list[str]) -> Path:
+    """A run directory as written before caption endings were counted, on a folder dataset."""
+    from captioner.data.text import Vocabulary, tokenize_caption
+    from captioner.training.config import DataConfig, RunConfig
+
+    data = tmp_path / "data"
+    rows = ["image,caption"]
+    for index, caption in enumerate(captions):
+        write_image(data / f"{index}.png")
+        rows.append(f"{index}.png,{caption}")
+    (data / "captions.csv").write_text("\n".join(rows) + "\n")
+    run = tmp_path / "run"
+    run.mkdir()
+    RunConfig(data=DataConfig(path=str(data))).save(run / "config.json")
+    built = Vocabulary.build([tokenize_caption(c) for c in captions], min_count=1)
+    Vocabulary(built.tokens[4:], min_count=1).save(run / "vocab.json")
+    return run
+
+
+def test_data_endings_adds_the_counts_to_an_older_run(tmp_path, capsys, write_image):
+    from captioner.data.text import Vocabulary
+
+    run = _run_without_endings(tmp_path, write_image, ["a dog runs on the grass"] * 25 + ["a dog sleeps"] * 25)
+    before = Vocabulary.load(run / "vocab.json")
+    assert before.endings is None
+    assert main(["data", "endings", str(run)]) == 0
+    assert "vocab.json: " in capsys.readouterr().out
+    after = Vocabulary.load(run / "vocab.json")
+    assert after == before  # same tokens, same ids
+    assert after.endings is not None and {"a", "on", "the"} <= after.endings.words
+
+
+def test_data_endings_refuses_captions_of_another_dataset(tmp_path, capsys, write_image):
+    run = _run_without_endings(tmp_path, write_image, ["a dog runs on the grass"] * 3)
+    other = tmp_path / "other"
+    write_image(other / "x.png")
+    (other / "captions.csv").write_text("image,caption\nx.png,zebras graze beside acacia trees\n")
+    assert main(["data", "endings", str(run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "not this run's training data" in err and err.count("\n") == 1

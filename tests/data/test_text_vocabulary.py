@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from captioner.data.text import Vocabulary, tokenize_caption
+from captioner.data.text import CaptionEndings, Vocabulary, tokenize_caption
 from captioner.errors import CheckpointError
 
 
@@ -95,3 +95,59 @@ def test_load_errors_are_one_line_checkpoint_errors(tmp_path, content, expected)
 def test_load_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         Vocabulary.load(tmp_path / "missing.json")
+
+
+# Counted by hand at min_count 2, max_rate 0.3 ("the dog" is seen once: too rare to judge):
+#   a 10x, never last -> words; man 2x, in 2x, never last -> words; red 8x, last 2x (< 2.4) -> words
+#   "in red" 2x, last 2x -> allowed although "red" is in words
+#   dog 3x, last 1x (>= 0.9) -> not in words; but "a dog" 2x, never last -> pairs
+ENDING_CORPUS = (
+    [["a", "man", "in", "red"]] * 2 + [["a", "red", "ball"]] * 6 + [["a", "dog", "runs"]] * 2 + [["the", "dog"]]
+)
+
+
+def test_caption_endings_count_words_pairs_and_exceptions():
+    words = ["a", "man", "in", "red", "ball", "dog", "runs", "the"]
+    endings = CaptionEndings.count(ENDING_CORPUS, words, min_count=2, max_rate=0.3)
+    assert endings.words == {"a", "man", "in", "red"}
+    assert endings.pairs == {("a", "dog")}
+    assert endings.allowed_pairs == {("in", "red")}
+    assert endings.dangling("a", "red") and endings.dangling("a", "dog") and endings.dangling("<start>", "a")
+    assert not endings.dangling("in", "red")
+    assert not endings.dangling("the", "dog")  # the pair is too rare to judge, and "dog" ends captions
+    assert not endings.dangling("red", "ball")
+    # Only the vocabulary's words are judged.
+    assert "man" not in CaptionEndings.count(ENDING_CORPUS, ["a", "in", "red"], min_count=2, max_rate=0.3).words
+
+
+def test_build_counts_endings_and_they_survive_save_and_load(tmp_path):
+    vocabulary = Vocabulary.build(
+        [["a", "dog", "runs", "on", "the", "grass"]] * 30 + [["a", "dog", "sleeps"]] * 30, min_count=5
+    )
+    assert vocabulary.endings is not None
+    assert {"a", "on", "the"} <= vocabulary.endings.words
+    assert not vocabulary.endings.words & {"grass", "sleeps"}
+    path = tmp_path / "vocab.json"
+    vocabulary.save(path)
+    loaded = Vocabulary.load(path)
+    assert loaded.endings == vocabulary.endings
+
+
+def test_vocabulary_written_before_endings_loads_without_them(tmp_path):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"tokens": ["<pad>", "<start>", "<end>", "<unk>", "dog"], "min_count": 1}))
+    assert Vocabulary.load(path).endings is None
+
+
+@pytest.mark.parametrize("endings, expected", [
+    ({"words": "a"}, "endings.words must be a list of words"),
+    ({"pairs": ["a"]}, 'endings.pairs must be a list of "word word" pairs'),
+    ({"allowed_pairs": [["in", "red"]]}, 'endings.allowed_pairs must be a list of "word word" pairs'),
+    ([], "endings must be an object"),
+])
+def test_malformed_endings_are_one_line_checkpoint_errors(tmp_path, endings, expected):
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps({"tokens": ["<pad>", "<start>", "<end>", "<unk>", "a"], "endings": endings}))
+    with pytest.raises(CheckpointError) as error:
+        Vocabulary.load(path)
+    assert expected in str(error.value) and str(path) in str(error.value) and "\n" not in str(error.value)

@@ -170,3 +170,16 @@ def test_greedy_settings_with_constraints_name_the_word():
     guided = decode(decoder, regions, TOKENS, settings, [Constraint((12,))] * 3)
     for caption in guided:
         assert 12 in caption.token_ids and not {PAD, START, UNK} & set(caption.token_ids)
+
+
+def test_constrained_search_keeps_the_ending_rule():
+    from captioner.decoding import EndingRule
+
+    # Required word A; the best caption that names it ends right after it, which the rule forbids.
+    table = {START: {B: 0.6, A: 0.4}, A: {END: 0.7, C: 0.3}, B: {END: 1.0}, C: {END: 1.0}}
+    regions = torch.zeros(1, 4, 2)
+    (plain,) = constrained_beam_search(TableDecoder(table), regions, TOKENS, [Constraint((A,))], beam_size=2)
+    assert plain.token_ids == [A] and plain.constraint_met
+    ruled = dataclasses.replace(TOKENS, endings=EndingRule(words=(A,)))
+    (caption,) = constrained_beam_search(TableDecoder(table), regions, ruled, [Constraint((A,))], beam_size=2)
+    assert caption.token_ids == [A, C] and caption.constraint_met and caption.finished

@@ -1,10 +1,12 @@
 """Search strategies against a toy decoder whose word probabilities are written down."""
 
+import dataclasses
 import math
 
+import pytest
 import torch
 
-from captioner.decoding import DecodeSettings, SearchTokens, beam_search, decode, greedy_decode
+from captioner.decoding import DecodeSettings, EndingRule, SearchTokens, beam_search, decode, greedy_decode
 from captioner.decoding.beam import repeated_ngram_mask
 from captioner.models.decoder import DecoderConfig, ShowAttendTellDecoder
 from captioner.models.decoder import StepOutput
@@ -146,3 +148,46 @@ def test_no_images_decode_to_no_captions():
     for beam_size in (1, 3):
         settings = DecodeSettings(beam_size=beam_size)
         assert decode(real_decoder(), torch.zeros(0, 5, 8), TOKENS, settings) == []
+
+
+# "a" usually ends the caption, but the rule below says captions never end on "a".
+DANGLING = {START: {A: 1.0}, A: {END: 0.6, B: 0.4}, B: {END: 1.0}}
+
+
+def test_ending_lookup_blocks_words_and_pairs_but_not_allowed_pairs():
+    from captioner.decoding.endings import EndingLookup
+
+    rule = EndingRule(words=(A,), pairs=((C, B),), allowed_pairs=((B, A),))
+    lookup = EndingLookup(rule, vocab_size=7, start_id=START, end_id=END, device=torch.device("cpu"))
+    sequences = torch.tensor([[A, A], [B, A], [C, A], [C, B], [A, B], [B, C]])
+    assert lookup.blocked(sequences).tolist() == [True, False, True, True, False, False]
+    assert lookup.blocked(torch.tensor([[A], [B]])).tolist() == [True, False]  # previous is <start>
+    assert lookup.blocked(torch.empty(2, 0, dtype=torch.long)).tolist() == [False, False]
+
+
+@pytest.mark.parametrize("search", [greedy_decode, beam_search])
+def test_a_caption_does_not_end_where_the_rule_forbids(search):
+    decoder, regions = TableDecoder(DANGLING), torch.zeros(1, 4, 2)
+    (plain,) = search(decoder, regions, TOKENS)
+    assert plain.token_ids == [A]
+    ruled = dataclasses.replace(TOKENS, endings=EndingRule(words=(A,)))
+    (caption,) = search(decoder, regions, ruled)
+    assert caption.token_ids == [A, B] and caption.finished
+    assert math.isclose(caption.log_prob, math.log(0.4), rel_tol=1e-5)  # the model's own probabilities
+    # An allowed pair lifts the rule for that pair only (a one-word caption's previous word is <start>).
+    allowed = dataclasses.replace(TOKENS, endings=EndingRule(words=(A,), allowed_pairs=((START, A),)))
+    assert search(decoder, regions, allowed)[0].token_ids == [A]
+    # A pair alone blocks the same ending.
+    paired = dataclasses.replace(TOKENS, endings=EndingRule(pairs=((START, A),)))
+    assert search(decoder, regions, paired)[0].token_ids == [A, B]
+
+
+def test_decode_applies_the_rule_only_when_settings_ask_for_it():
+    decoder, regions = TableDecoder(DANGLING), torch.zeros(2, 4, 2)
+    ruled = dataclasses.replace(TOKENS, endings=EndingRule(words=(A,)))
+    for beam_size in (1, 3):
+        off = DecodeSettings(beam_size=beam_size)
+        on = dataclasses.replace(off, block_dangling_endings=True)
+        assert [c.token_ids for c in decode(decoder, regions, ruled, off)] == [[A], [A]]
+        assert [c.token_ids for c in decode(decoder, regions, ruled, on)] == [[A, B], [A, B]]
+        assert [c.token_ids for c in decode(decoder, regions, TOKENS, on)] == [[A], [A]]  # no rule known

@@ -42,6 +42,19 @@ def test_example_photos_get_plain_english_captions_with_attention(shipped):
         np.testing.assert_allclose(result.attention.sum(axis=(1, 2)), 1.0, atol=1e-3)
 
 
+def test_shipped_captions_never_end_where_flickr8k_captions_never_end(shipped):
+    # The astronaut's caption without guidance once ended "... playing with a red".
+    endings = shipped.vocabulary.endings
+    assert endings is not None and {"a", "the", "of", "with"} <= endings.words
+    for guidance in (False, True):
+        for result in shipped.caption(PHOTOS, beam_size=3, guidance=guidance):
+            previous, last = (["<start>", *result.words])[-2:]
+            assert not endings.dangling(previous, last), result.caption
+    (unruled,) = shipped.caption(ROOT / "examples" / "photos" / "astronaut.jpg", guidance=False,
+                                 block_dangling_endings=False)
+    assert unruled.words[-2:] == ["a", "red"], unruled.caption
+
+
 def test_a_dog_photo_is_captioned_as_a_dog(shipped):
     (result,) = shipped.caption(ROOT / "examples" / "photos" / "dog_german_shepherd.jpg")
     assert "dog" in result.words, result.caption

@@ -1,4 +1,5 @@
-"""``captioner data``: build the scenes dataset, and describe any dataset (``stats``).
+"""``captioner data``: build the scenes dataset, describe any dataset (``stats``), and count
+where a run's training captions end (``endings``).
 
 A few lines around ``captioner.data``; no data logic lives here.
 """
@@ -57,6 +58,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="coco, karpathy, flickr8k, folder or auto (default: auto)")
     stats.add_argument("--json", action="store_true", help="print JSON instead of text")
     stats.set_defaults(run=run_stats)
+
+    endings = commands.add_parser(
+        "endings",
+        help="count where a run's training captions end, into its vocab.json",
+        description="Count which words and word pairs the training captions (almost) never end "
+        "on and store them in RUN_DIR/vocab.json, so that captions of that run do not end there "
+        "either ('... playing with a red'; eval.block_dangling_endings). Training counts them "
+        "itself since this was added; this is for run directories written before.",
+    )
+    endings.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="run directory (or exported model)")
+    endings.add_argument("--data", type=Path, help="dataset of the run (default: its config's data.path)")
+    endings.add_argument("--split", help="training split (default: its config's data.train_split)")
+    endings.add_argument("--format", dest="fmt", help="dataset format (default: its config's data.format)")
+    endings.set_defaults(run=run_endings)
 
 
 def run_scenes(args: argparse.Namespace) -> int:
@@ -135,4 +150,36 @@ def run_stats(args: argparse.Namespace) -> int:
     if stats["empty_captions_skipped"] or stats["images_without_captions"]:
         print(f"  skipped:         {stats['empty_captions_skipped']} empty captions, "
               f"{stats['images_without_captions']} images without captions")
+    return 0
+
+
+def run_endings(args: argparse.Namespace) -> int:
+    from captioner.data.readers import load_records
+    from captioner.data.text import CaptionEndings, Vocabulary, tokenize_caption
+    from captioner.errors import ConfigError
+    from captioner.training import checkpoint
+    from captioner.training.config import RunConfig
+
+    config = RunConfig.load(args.run_dir / checkpoint.CONFIG_FILE)
+    vocabulary_file = args.run_dir / checkpoint.VOCAB_FILE
+    vocabulary = Vocabulary.load(vocabulary_file)
+    path = args.data or Path(config.data.path)
+    split = args.split or config.data.train_split
+    records = load_records(path, split=split, fmt=args.fmt or config.data.format)
+    token_lists = [tokenize_caption(c) for r in records for c in r.captions]
+    if not token_lists:
+        raise ConfigError(f"{path} has no captions in split {split!r}; pass the run's training data with --data")
+    words = vocabulary.tokens[4:]
+    known = sum(t in vocabulary for tokens in token_lists for t in tokens)
+    total = sum(len(tokens) for tokens in token_lists)
+    if known < 0.9 * total:
+        raise ConfigError(
+            f"only {known / total:.0%} of the words of {path} (split {split}) are in {vocabulary_file}: "
+            "not this run's training data; pass it with --data"
+        )
+    counted = CaptionEndings.count(token_lists, words)
+    Vocabulary(words, vocabulary.min_count, counted).save(vocabulary_file)
+    print(f"{vocabulary_file}: {len(counted.words)} words and {len(counted.pairs)} word pairs that "
+          f"{len(token_lists)} training captions (almost) never end on, {len(counted.allowed_pairs)} "
+          "pairs that do end them")
     return 0

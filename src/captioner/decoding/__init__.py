@@ -8,12 +8,14 @@ only; knows nothing of images, files, vocabularies' words or metrics. No strateg
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import torch
 
 from captioner.decoding.beam import beam_search
 from captioner.decoding.constrained import constrained_beam_search
+from captioner.decoding.endings import EndingRule
 from captioner.decoding.greedy import greedy_decode
 from captioner.decoding.types import Constraint, DecodedCaption, DecodeSettings, SearchTokens
 from captioner.models.decoder import ShowAttendTellDecoder
@@ -22,6 +24,7 @@ __all__ = [
     "Constraint",
     "DecodeSettings",
     "DecodedCaption",
+    "EndingRule",
     "SearchTokens",
     "beam_search",
     "constrained_beam_search",
@@ -50,6 +53,8 @@ def decode(
         raise ValueError(f"beam size must be at least 1, got {settings.beam_size}")
     if constraints is not None and len(constraints) != regions.size(0):
         raise ValueError(f"{regions.size(0)} images but {len(constraints)} constraints")
+    if tokens.endings is not None and not settings.block_dangling_endings:
+        tokens = dataclasses.replace(tokens, endings=None)
     results = _unconstrained(decoder, regions, tokens, settings)
     # A caption that already names the word is kept as it is: the constrained search would only
     # look for it again with fewer hypotheses to spare, and could end up with a worse one.

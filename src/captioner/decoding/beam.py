@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from captioner.decoding.endings import ending_lookup
 from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask, search_inputs
 from captioner.models.decoder import ShowAttendTellDecoder
 
@@ -62,6 +63,7 @@ def beam_search(
     vocab = decoder.vocab_size
     regions, projected, state = search_inputs(decoder, regions, beams)
     mask = banned_mask(vocab, tokens.banned_ids, device)
+    endings = ending_lookup(tokens.endings, vocab, tokens.start_id, tokens.end_id, device)
     only_end = torch.full((vocab,), float("-inf"), device=device)
     only_end[tokens.end_id] = 0.0
 
@@ -87,6 +89,8 @@ def beam_search(
             step_log_probs = step_log_probs + repeated_ngram_mask(
                 sequences, no_repeat_ngram_size, vocab
             )
+        if endings is not None:
+            endings.apply_(step_log_probs, sequences)
         step_log_probs = torch.where(finished.unsqueeze(1), only_end, step_log_probs)
         candidates = (scores.view(-1, 1) + step_log_probs).view(count, beams * vocab)
         scores, flat_choice = candidates.topk(beams, dim=1)

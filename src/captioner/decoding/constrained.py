@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from captioner.decoding.beam import length_penalty, repeated_ngram_mask
+from captioner.decoding.endings import ending_lookup
 from captioner.decoding.types import Constraint, DecodedCaption, SearchTokens, banned_mask, search_inputs
 from captioner.models.decoder import ShowAttendTellDecoder
 
@@ -80,6 +81,7 @@ def constrained_beam_search(
     vocab = decoder.vocab_size
     regions, projected, state = search_inputs(decoder, regions, rows_per_image)
     mask = banned_mask(vocab, tokens.banned_ids, device)
+    endings = ending_lookup(tokens.endings, vocab, tokens.start_id, tokens.end_id, device)
     only_end = torch.full((vocab,), float("-inf"), device=device)
     only_end[tokens.end_id] = 0.0
     is_constraint, once_mask, within = constraint_masks(constraints, vocab, device)
@@ -102,6 +104,8 @@ def constrained_beam_search(
         log_probs = torch.log_softmax(out.logits.float(), dim=-1) + mask
         if no_repeat_ngram_size > 0:
             log_probs = log_probs + repeated_ngram_mask(sequences, no_repeat_ngram_size, vocab)
+        if endings is not None:
+            endings.apply_(log_probs, sequences)
         log_probs = log_probs.view(count, rows_per_image, vocab)
         # A met hypothesis may not write ``once_ids`` (e.g. the stand-in a second time).
         log_probs = log_probs + torch.where(met_rows.view(1, -1, 1), once_mask.unsqueeze(1), 0.0)

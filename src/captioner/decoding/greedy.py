@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from captioner.decoding.endings import ending_lookup
 from captioner.decoding.types import DecodedCaption, SearchTokens, banned_mask, search_inputs
 from captioner.models.decoder import ShowAttendTellDecoder
 
@@ -21,12 +22,15 @@ def greedy_decode(
     regions, projected, state = search_inputs(decoder, regions)
     words = torch.full((batch,), tokens.start_id, dtype=torch.long, device=device)
     mask = banned_mask(decoder.vocab_size, tokens.banned_ids, device)
+    endings = ending_lookup(tokens.endings, decoder.vocab_size, tokens.start_id, tokens.end_id, device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     log_prob = torch.zeros(batch, device=device)
     chosen, alphas = [], []
     for _ in range(max_length):
         out = decoder.step(words, state, regions, projected)
         step_log_probs = torch.log_softmax(out.logits.float(), dim=-1) + mask
+        if endings is not None and chosen:
+            endings.apply_(step_log_probs, torch.stack(chosen[-2:], dim=1))
         best_log_prob, words = step_log_probs.max(dim=-1)
         log_prob += torch.where(finished, 0.0, best_log_prob)
         words = torch.where(finished, tokens.end_id, words)

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from captioner.decoding.endings import EndingRule
+
 if TYPE_CHECKING:
     from captioner.models.decoder import ShowAttendTellDecoder
 
@@ -47,11 +49,14 @@ def search_inputs(
 @dataclass(frozen=True)
 class SearchTokens:
     """Ids the search treats specially. ``banned_ids`` are never emitted (<pad>, <start>,
-    <unk>): a caption with "<unk>" in it is worse alt text than a plainer one."""
+    <unk>): a caption with "<unk>" in it is worse alt text than a plainer one. ``endings``:
+    where a caption may not end (None: anywhere); ``decode`` drops it unless
+    ``DecodeSettings.block_dangling_endings``."""
 
     start_id: int
     end_id: int
     banned_ids: tuple[int, ...] = field(default_factory=tuple)
+    endings: EndingRule | None = None
 
 
 @dataclass
@@ -114,3 +119,6 @@ class DecodeSettings:
     length_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
     constraint_margin: float = math.inf
+    block_dangling_endings: bool = False
+    """Apply ``SearchTokens.endings``: no caption ends on a word or pair of words that the
+    training captions (almost) never end on."""

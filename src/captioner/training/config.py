@@ -119,6 +119,10 @@ class EvalConfig:
     beam_size: int = 3
     length_penalty: float = 0.0
     no_repeat_ngram_size: int = 0
+    block_dangling_endings: bool = True
+    """No caption ends on a word or pair of words that the training captions (almost) never end
+    on ("... playing with a red"); the facts are counted when the vocabulary is built and kept
+    in ``vocab.json`` (a vocabulary written before them has none, and this changes nothing)."""
     metric: str = "CIDEr"
     """Validation metric that picks the best checkpoint."""
     max_images: int = 0

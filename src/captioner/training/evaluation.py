@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from captioner.data.batches import ImageSet, collate_images
 from captioner.data.records import CaptionRecord, ImageId
 from captioner.data.text import Vocabulary
-from captioner.decoding import DecodedCaption, DecodeSettings, SearchTokens, decode
+from captioner.decoding import DecodedCaption, DecodeSettings, EndingRule, SearchTokens, decode
 from captioner.metrics.score import CaptionScores, score_captions
 from captioner.models.captioning import CaptioningModel
 from captioner.training.inputs import InputKind, regions_from_inputs
@@ -25,11 +25,25 @@ if TYPE_CHECKING:
 
 
 def search_tokens(vocabulary: Vocabulary) -> SearchTokens:
-    """<pad>, <start> and <unk> are never written into a caption."""
+    """<pad>, <start> and <unk> are never written into a caption; the vocabulary's
+    ``CaptionEndings`` become the search's ``EndingRule`` (as ids)."""
+    endings = None
+    if vocabulary.endings is not None:
+        known = vocabulary.token_id
+
+        def pair_ids(pairs: frozenset[tuple[str, str]]) -> tuple[tuple[int, int], ...]:
+            return tuple(sorted((known(a), known(b)) for a, b in pairs if a in vocabulary and b in vocabulary))
+
+        endings = EndingRule(
+            words=tuple(sorted(known(w) for w in vocabulary.endings.words if w in vocabulary)),
+            pairs=pair_ids(vocabulary.endings.pairs),
+            allowed_pairs=pair_ids(vocabulary.endings.allowed_pairs),
+        )
     return SearchTokens(
         start_id=vocabulary.start_id,
         end_id=vocabulary.end_id,
         banned_ids=(vocabulary.pad_id, vocabulary.start_id, vocabulary.unk_id),
+        endings=endings,
     )
 
 

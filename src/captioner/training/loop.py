@@ -558,6 +558,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         max_length=config.data.max_caption_words,
         length_penalty=config.eval.length_penalty,
         no_repeat_ngram_size=config.eval.no_repeat_ngram_size,
+        block_dangling_endings=config.eval.block_dangling_endings,
     )
     log.info(
         "training on %d images (%d examples/epoch, %d steps/epoch), validating on %d, vocabulary %d words, "
