@@ -24,13 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-from scst_eval import decoder_weights  # noqa: E402
+from scst_eval import decoder_weights, load_base  # noqa: E402
 
 from captioner.data.text import CaptionEndings, Vocabulary, tokenize_caption
 from captioner.decoding import DecodeSettings
-from captioner.training import checkpoint
 from captioner.training.evaluation import caption_records, score_predictions
-from captioner.training.loop import build_model, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 FUNCTION_WORDS = {
@@ -60,10 +58,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "dangling_endings.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    base = checkpoint.load_run(args.base)
-    model = build_model(base.config, base.vocabulary, pretrained_encoder=False)
-    data = prepare_data(base.config, model.encoder.preprocess, base.vocabulary)
+    base, model, data = load_base(args.base, args.threads)
     train_tokens = [tokenize_caption(c) for r in data.train_records for c in r.captions]
     words = base.vocabulary.tokens[4:]
     rules: dict[str, CaptionEndings | None] = {"off": None}

@@ -47,6 +47,14 @@ def decoder_weights(spec: str, base: checkpoint.LoadedRun) -> dict[str, torch.Te
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def load_base(run_dir: str, threads: int):
+    """The base run, a model built from its config (decoder weights to be loaded) and its data."""
+    torch.set_num_threads(threads)
+    base = checkpoint.load_run(run_dir)
+    model = build_model(base.config, base.vocabulary, pretrained_encoder=False)
+    return base, model, prepare_data(base.config, model.encoder.preprocess, base.vocabulary)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True)
@@ -54,10 +62,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "scst_eval.json")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    base = checkpoint.load_run(args.base)
-    model = build_model(base.config, base.vocabulary, pretrained_encoder=False)
-    data = prepare_data(base.config, model.encoder.preprocess, base.vocabulary)
+    base, model, data = load_base(args.base, args.threads)
     results = {"machine": describe_machine(), "command": "benchmarks/scst_eval.py " + " ".join(sys.argv[1:]),
                "images": len(data.val_records), "weights": {}}
     for spec in args.weights:
