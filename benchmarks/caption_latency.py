@@ -1,6 +1,7 @@
 """Latency of captioning one 224 px photo end to end, and the share spent outside the CNN.
 
 Usage: .venv/bin/python benchmarks/caption_latency.py [--checkpoint RUN_DIR] [--photo FILE] [--repeat 20]
+       [--allow-dangling-endings]
 
 Each repetition: read and decode the file, preprocess, run the encoder, beam search (beam 3),
 turn ids into words; timed in parts with ``time.perf_counter``. Reports medians.
@@ -9,6 +10,7 @@ turn ids into words; timed in parts with ``time.perf_counter``. Reports medians.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -42,6 +44,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--allow-dangling-endings", action="store_true",
+                        help="decode without the rule against dangling endings (to time what it costs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
@@ -49,6 +53,8 @@ def main() -> None:
     captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
     tokens = search_tokens(captioner.vocabulary)
     settings = captioner.default_settings(args.beam_size)
+    if args.allow_dangling_endings:
+        settings = dataclasses.replace(settings, block_dangling_endings=False)
     parts: dict[str, list[float]] = {"load+preprocess": [], "cnn": [], "beam search": [], "total": []}
     caption = ""
     for repetition in range(args.repeat + 2):

@@ -191,3 +191,20 @@ def test_decode_applies_the_rule_only_when_settings_ask_for_it():
         assert [c.token_ids for c in decode(decoder, regions, ruled, off)] == [[A], [A]]
         assert [c.token_ids for c in decode(decoder, regions, ruled, on)] == [[A, B], [A, B]]
         assert [c.token_ids for c in decode(decoder, regions, TOKENS, on)] == [[A], [A]]  # no rule known
+
+
+def test_ending_lookup_agrees_with_the_rule_on_every_pair():
+    from captioner.decoding.endings import EndingLookup
+
+    # Overlaps on purpose: a blocked pair of a blocked word, an allowed pair of a free word, and a
+    # pair both blocked and allowed (blocked wins, as in CaptionEndings.dangling).
+    rule = EndingRule(words=(A, C), pairs=((A, A), (B, B), (C, C)), allowed_pairs=((B, A), (A, B), (C, C)))
+
+    def dangling(previous: int, last: int) -> bool:
+        pair = (previous, last)
+        return pair in rule.pairs or (last in rule.words and pair not in rule.allowed_pairs)
+
+    lookup = EndingLookup(rule, vocab_size=7, start_id=START, end_id=END, device=torch.device("cpu"))
+    pairs = [(p, q) for p in (START, A, B, C) for q in (A, B, C)]
+    sequences = torch.tensor(pairs)
+    assert lookup.blocked(sequences).tolist() == [dangling(p, q) for p, q in pairs]

@@ -26,19 +26,26 @@ class EndingRule:
 
 
 class EndingLookup:
-    """An ``EndingRule`` as tensors on one device, for one search."""
+    """An ``EndingRule`` as tensors on one device, for one search.
+
+    A hypothesis may not end when its last id is in ``words``, except for the pairs whose verdict
+    differs from their last word's (allowed pairs of those words, and blocked pairs of the
+    others): one sorted tensor of those pairs' keys, looked up by binary search at each step.
+    """
 
     def __init__(self, rule: EndingRule, vocab_size: int, start_id: int, end_id: int, device: torch.device) -> None:
         self.vocab_size, self.start_id, self.end_id = vocab_size, start_id, end_id
+        words = set(rule.words)
         self.word_blocked = torch.zeros(vocab_size, dtype=torch.bool, device=device)
-        if rule.words:
-            self.word_blocked[list(rule.words)] = True
-        self.pair_keys = self._keys(rule.pairs, device)
-        self.allowed_keys = self._keys(rule.allowed_pairs, device)
-
-    def _keys(self, pairs: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
-        keys = sorted(previous * self.vocab_size + last for previous, last in pairs)
-        return torch.tensor(keys, dtype=torch.long, device=device)
+        if words:
+            self.word_blocked[list(words)] = True
+        blocked_pairs, allowed_pairs = set(rule.pairs), set(rule.allowed_pairs)
+        exceptions = []
+        for pair in blocked_pairs | allowed_pairs:
+            blocked = pair in blocked_pairs or (pair[1] in words and pair not in allowed_pairs)
+            if blocked != (pair[1] in words):
+                exceptions.append(pair[0] * vocab_size + pair[1])
+        self.exception_keys = torch.tensor(sorted(exceptions), dtype=torch.long, device=device)
 
     def blocked(self, sequences: torch.Tensor) -> torch.Tensor:
         """(N,) whether each of the (N, T) hypotheses may not end now (all False while T is 0)."""
@@ -47,19 +54,16 @@ class EndingLookup:
             return torch.zeros(count, dtype=torch.bool, device=sequences.device)
         last = sequences[:, -1]
         previous = sequences[:, -2] if length > 1 else torch.full_like(last, self.start_id)
-        keys = previous * self.vocab_size + last
         blocked = self.word_blocked[last]
-        if self.allowed_keys.numel():
-            blocked = blocked & ~torch.isin(keys, self.allowed_keys)
-        if self.pair_keys.numel():
-            blocked = blocked | torch.isin(keys, self.pair_keys)
+        if self.exception_keys.numel():
+            keys = previous * self.vocab_size + last
+            found = torch.searchsorted(self.exception_keys, keys).clamp_(max=self.exception_keys.numel() - 1)
+            blocked = blocked ^ (self.exception_keys[found] == keys)
         return blocked
 
     def apply_(self, log_probs: torch.Tensor, sequences: torch.Tensor) -> torch.Tensor:
         """Set <end>'s log-probability to -inf, in place, in the (N, V) rows that may not end."""
-        blocked = self.blocked(sequences)
-        end = log_probs[:, self.end_id]
-        log_probs[:, self.end_id] = torch.where(blocked, float("-inf"), end)
+        log_probs[:, self.end_id].masked_fill_(self.blocked(sequences), float("-inf"))
         return log_probs
 
 
