@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     base, model, data = load_base(args.base, args.threads)
     train_tokens = [tokenize_caption(c) for r in data.train_records for c in r.captions]
-    words = base.vocabulary.tokens[4:]
+    words = base.vocabulary.words
     rules: dict[str, CaptionEndings | None] = {"off": None}
     for spec in args.rules.split(","):
         min_count, max_rate = spec.split(":")

@@ -114,3 +114,13 @@ def test_data_endings_refuses_captions_of_another_dataset(tmp_path, capsys, writ
     assert main(["data", "endings", str(run), "--data", str(other)]) == 2
     err = capsys.readouterr().err
     assert "not this run's training data" in err and err.count("\n") == 1
+
+
+def test_data_endings_on_captions_without_words_is_one_line(tmp_path, capsys, write_image):
+    run = _run_without_endings(tmp_path, write_image, ["a dog runs on the grass"] * 3)
+    other = tmp_path / "punctuation"
+    write_image(other / "x.png")
+    (other / "captions.csv").write_text("image,caption\nx.png,...\n")  # no word once tokenized
+    assert main(["data", "endings", str(run), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "has no captions" in err and err.count("\n") == 1

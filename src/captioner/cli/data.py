@@ -167,18 +167,17 @@ def run_endings(args: argparse.Namespace) -> int:
     split = args.split or config.data.train_split
     records = load_records(path, split=split, fmt=args.fmt or config.data.format)
     token_lists = [tokenize_caption(c) for r in records for c in r.captions]
-    if not token_lists:
-        raise ConfigError(f"{path} has no captions in split {split!r}; pass the run's training data with --data")
-    words = vocabulary.tokens[4:]
-    known = sum(t in vocabulary for tokens in token_lists for t in tokens)
     total = sum(len(tokens) for tokens in token_lists)
+    if not total:
+        raise ConfigError(f"{path} has no captions in split {split!r}; pass the run's training data with --data")
+    known = sum(t in vocabulary for tokens in token_lists for t in tokens)
     if known < 0.9 * total:
         raise ConfigError(
             f"only {known / total:.0%} of the words of {path} (split {split}) are in {vocabulary_file}: "
             "not this run's training data; pass it with --data"
         )
-    counted = CaptionEndings.count(token_lists, words)
-    Vocabulary(words, vocabulary.min_count, counted).save(vocabulary_file)
+    counted = CaptionEndings.count(token_lists, vocabulary.words)
+    Vocabulary(vocabulary.words, vocabulary.min_count, counted).save(vocabulary_file)
     print(f"{vocabulary_file}: {len(counted.words)} words and {len(counted.pairs)} word pairs that "
           f"{len(token_lists)} training captions (almost) never end on, {len(counted.allowed_pairs)} "
           "pairs that do end them")

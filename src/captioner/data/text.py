@@ -190,6 +190,11 @@ class Vocabulary:
         """All tokens in id order, special tokens first."""
         return list(self._tokens)
 
+    @property
+    def words(self) -> list[str]:
+        """The ordinary tokens in id order, without the special ones."""
+        return self._tokens[len(SPECIAL_TOKENS):]
+
     def __len__(self) -> int:
         return len(self._tokens)
 
