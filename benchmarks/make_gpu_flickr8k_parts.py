@@ -1,11 +1,11 @@
 """Cut Flickr8k's photos into gitignored folders small enough for one call to the GPU machine each.
 
 Usage: .venv/bin/python benchmarks/make_gpu_flickr8k_parts.py [--data ../shared/datasets/flickr8k]
-           [--part-mb 40.5] [--first-part-mb 22]
+           [--part-mb 40.4] [--first-parts-mb 21.5[,16]]
 
 Writes .f8k_part1 ... .f8k_partN (each: images/ and, in the first, the caption and split files)
-and lists them in .git/info/exclude. The first part is smaller because its call also carries
-.gpu_carry (the weights package). Sizes are counted in 4 KiB disk blocks, as the machine's limit
+and lists them in .git/info/exclude. The first parts are smaller because their calls also carry
+.gpu_carry's weights packages (Lite0's with the first, Lite2's with the second). Sizes are counted in 4 KiB disk blocks, as the machine's limit
 (64 MiB a call, the working tree included) counts them: --part-mb is 64 MiB minus the tree's
 `du`, minus a margin.
 """
@@ -23,7 +23,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "flickr8k"))
     parser.add_argument("--part-mb", type=float, default=40.4)
-    parser.add_argument("--first-part-mb", type=float, default=21.5)
+    parser.add_argument("--first-parts-mb", default="21.5",
+                        help="comma-separated sizes of the first parts, whose calls also carry weights packages")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (smoke tests)")
     args = parser.parse_args()
     data = Path(args.data)
@@ -38,7 +39,12 @@ def main() -> None:
     if "/.f8k_part*/" not in exclude.read_text():
         with exclude.open("a") as handle:
             handle.write("/.f8k_part*/\n")
-    part, used, capacity = 1, 0, args.first_part_mb * 1e6
+    first_parts = [float(size) * 1e6 for size in args.first_parts_mb.split(",")]
+
+    def capacity_of(part: int) -> float:
+        return first_parts[part - 1] if part <= len(first_parts) else args.part_mb * 1e6
+
+    part, used, capacity = 1, 0, capacity_of(1)
     target = ROOT / f".f8k_part{part}"
     (target / "images").mkdir(parents=True)
     text_files = [data / "Flickr8k.token.txt", *(data / s for s in splits)]
@@ -57,7 +63,7 @@ def main() -> None:
     for name in names:
         size = -(-(data / "images" / name).stat().st_size // 4096) * 4096  # the machine counts disk blocks
         if used + size > capacity:
-            part, used, capacity = part + 1, 0, args.part_mb * 1e6
+            part, used, capacity = part + 1, 0, capacity_of(part + 1)
             target = ROOT / f".f8k_part{part}"
             (target / "images").mkdir(parents=True)
         shutil.copy(data / "images" / name, target / "images" / name)

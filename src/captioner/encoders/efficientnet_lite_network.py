@@ -1,5 +1,5 @@
-"""The EfficientNet-Lite0 network, written out: the same modules, names and maths as timm's
-``tf_efficientnet_lite0``, without importing timm.
+"""The EfficientNet-Lite0/1/2 networks, written out: the same modules, names and maths as timm's
+``tf_efficientnet_lite0`` / ``_lite1`` / ``_lite2``, without importing timm.
 
 Importing timm imports torchvision's detection ops and with them ``torch._dynamo``: about 2 s
 that every ``captioner caption`` paid before its first photo (BENCHMARKS.md). The network is
@@ -10,7 +10,9 @@ logits at several image sizes.
 Lite0 (Tan & Le 2019; the "lite" edge variant): a stride-2 stem, seven stages of MBConv blocks
 without squeeze-excitation, a 1x1 head conv to 1,280 channels and an ImageNet classifier. ReLU6
 throughout, BatchNorm eps 1e-3, and TensorFlow's "SAME" padding: static for stride 1,
-asymmetric (more on the bottom and right) and input-size dependent for stride 2.
+asymmetric (more on the bottom and right) and input-size dependent for stride 2. Lite1 and
+Lite2 scale the middle stages deeper (and Lite2 wider) and keep the stem, the first and last
+stage's depth and the 1,280-channel head: the "lite" rules, stated below as plain tables.
 """
 
 from __future__ import annotations
@@ -25,16 +27,22 @@ BN_EPS = 1e-3
 STEM_CHANNELS = 32
 HEAD_CHANNELS = 1280
 
-# Per stage: (block kind, repeats, kernel, stride, expansion, output channels).
-STAGES: tuple[tuple[str, int, int, int, int, int], ...] = (
-    ("depthwise_separable", 1, 3, 1, 1, 16),
-    ("inverted_residual", 2, 3, 2, 6, 24),
-    ("inverted_residual", 2, 5, 2, 6, 40),
-    ("inverted_residual", 3, 3, 2, 6, 80),
-    ("inverted_residual", 3, 5, 1, 6, 112),
-    ("inverted_residual", 4, 5, 2, 6, 192),
-    ("inverted_residual", 1, 3, 1, 6, 320),
-)
+Stage = tuple[str, int, int, int, int, int]
+"""(block kind, repeats, kernel, stride, expansion, output channels)."""
+
+
+def _stages(repeats: tuple[int, ...], channels: tuple[int, ...]) -> tuple[Stage, ...]:
+    kinds = ("depthwise_separable",) + ("inverted_residual",) * 6
+    kernels, strides, expansions = (3, 3, 5, 3, 5, 5, 3), (1, 2, 2, 2, 1, 2, 1), (1, 6, 6, 6, 6, 6, 6)
+    return tuple(zip(kinds, repeats, kernels, strides, expansions, channels, strict=True))
+
+
+# The variants' stages as timm builds them (width and depth multipliers already applied).
+VARIANT_STAGES: dict[str, tuple[Stage, ...]] = {
+    "lite0": _stages((1, 2, 2, 3, 3, 4, 1), (16, 24, 40, 80, 112, 192, 320)),
+    "lite1": _stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 40, 80, 112, 192, 320)),
+    "lite2": _stages((1, 3, 3, 4, 4, 5, 1), (16, 24, 48, 88, 120, 208, 352)),
+}
 
 
 class Conv2dSame(nn.Conv2d):
@@ -105,17 +113,20 @@ class InvertedResidual(nn.Module):
         return out + x if self.has_skip else out
 
 
-class EfficientNetLite0(nn.Module):
+class EfficientNetLite(nn.Module):
     """``conv_stem``/``bn1``, ``blocks`` (7 stages), ``conv_head``/``bn2``, ``classifier``: the
     attribute names of timm's model, which the encoder and the weight loading rely on."""
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, variant: str = "lite0", num_classes: int = 1000) -> None:
         super().__init__()
+        if variant not in VARIANT_STAGES:
+            raise ValueError(f"unknown EfficientNet-Lite variant {variant!r}; choose one of {', '.join(VARIANT_STAGES)}")
+        self.variant = variant
         self.conv_stem = conv(3, STEM_CHANNELS, 3, 2)
         self.bn1 = BatchNormAct2d(STEM_CHANNELS)
         stages = []
         channels = STEM_CHANNELS
-        for kind, repeats, kernel, stride, expansion, out_channels in STAGES:
+        for kind, repeats, kernel, stride, expansion, out_channels in VARIANT_STAGES[variant]:
             blocks: list[nn.Module] = []
             for index in range(repeats):
                 block_stride = stride if index == 0 else 1
@@ -133,3 +144,4 @@ class EfficientNetLite0(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn2(self.conv_head(self.blocks(self.bn1(self.conv_stem(x)))))
         return self.classifier(x.mean(dim=(2, 3)))
+

@@ -5,11 +5,12 @@ from __future__ import annotations
 from captioner.encoders.base import Encoder, EncoderConfig
 from captioner.errors import ConfigError
 
-OWN_ENCODERS = ("efficientnet_lite0", "small_cnn")
+EFFICIENTNET_LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+OWN_ENCODERS = (*EFFICIENTNET_LITES, "small_cnn")
 
 
 def available_encoders() -> list[str]:
-    """Every name ``build_encoder`` accepts: the two built-in ones, then torchvision backbones."""
+    """Every name ``build_encoder`` accepts: the built-in ones, then torchvision backbones."""
     from captioner.encoders.torchvision import torchvision_backbones
 
     return list(OWN_ENCODERS) + torchvision_backbones()
@@ -17,10 +18,10 @@ def available_encoders() -> list[str]:
 
 def build_encoder(config: EncoderConfig) -> Encoder:
     """Build the encoder ``config`` names (weights loaded, trunk frozen as configured)."""
-    if config.name == "efficientnet_lite0":
-        from captioner.encoders.efficientnet_lite import EfficientNetLite0Encoder
+    if config.name in EFFICIENTNET_LITES:
+        from captioner.encoders.efficientnet_lite import EfficientNetLiteEncoder
 
-        return EfficientNetLite0Encoder(config)
+        return EfficientNetLiteEncoder(config)
     if config.name == "small_cnn":
         from captioner.encoders.small_cnn import SmallCNNEncoder
 
