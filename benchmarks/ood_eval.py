@@ -202,6 +202,7 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.2,0.3,0.5", help="thresholds also tried with the shipped variant")
     parser.add_argument("--margins", default="inf,3.5,5.5",
                         help="margins also tried with the shipped variant, threshold and trust (inf: as shipped before)")
+    parser.add_argument("--out", help="where to write the JSON (default: benchmarks/results/ood_eval.json)")
     parser.add_argument("--figure", action="store_true", help="also draw benchmarks/results/ood_before_after.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -255,7 +256,7 @@ def main() -> None:
         for i, a in enumerate(annotations)
     ]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "ood_eval.json"
+    out = Path(args.out) if args.out else RESULTS / "ood_eval.json"
     out.write_text(json.dumps({"machine": describe_machine(), "beam_size": args.beam_size,
                                "threshold": threshold, "trust": trust, "margin": None if math.isinf(margin) else margin,
                                "classifier_top_category_names_object": sum(top_names),

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split", help="comma-separated splits to encode, e.g. train,val (default: all)"
     )
     parser.add_argument(
-        "--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0)"
+        "--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0; also efficientnet_lite2, resnet50, ...)"
     )
     parser.add_argument(
         "--layer", help="which grid, e.g. final or 14x14 for efficientnet_lite0, layer3 for ResNets"

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", help="JSON recipe: a file, or a shipped recipe name (scenes_small_cnn, flickr8k_lite0)")
     parser.add_argument("--data", help="dataset directory or annotation file")
     parser.add_argument("--out", required=True, help="run directory to write")
-    parser.add_argument("--encoder", help="encoder name: efficientnet_lite0, small_cnn, resnet50, ...")
+    parser.add_argument("--encoder", help="encoder name: efficientnet_lite0, efficientnet_lite2, small_cnn, resnet50, ...")
     parser.add_argument("--encoder-layer", help="which encoder stage gives the region grid")
     parser.add_argument("--encoder-weights", help="state dict of a torchvision backbone's pretrained weights")
     parser.add_argument("--fine-tune-encoder", type=int, metavar="BLOCKS", help="unfreeze the encoder's last BLOCKS blocks")
