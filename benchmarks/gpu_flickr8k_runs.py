@@ -3,8 +3,9 @@
 Usage (on the GPU machine, from the repository root; see benchmarks/gpu_flickr8k.sh):
     python3 benchmarks/gpu_flickr8k_runs.py --data /tmp/f8k --out $OUT --budget-s 520 --parallel 7
 
-Caches the Lite0 features of the train and dev images once (the 7x7 grid, the 14x14 grid and the
-trunk activations that last-block fine-tuning reads, side by side), then runs ``captioner train``
+Caches the features the wanted runs read, once and side by side (Lite0's 7x7 grid, its 14x14 grid,
+the trunk activations that last-block fine-tuning reads, mirrored photos, EfficientNet-Lite2's
+grid), then runs ``captioner train``
 for the entries of RUNS, each exactly as a user would (same CLI, same recipes, ``--set``
 overrides). Several runs share the GPU at once (``--parallel``): one run of this small decoder
 leaves the card mostly idle, waiting on Python. A run whose ``init_from`` names another starts

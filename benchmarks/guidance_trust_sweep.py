@@ -44,6 +44,7 @@ def main() -> None:
     parser.add_argument("--trusts", default="0.5,0.6,0.7,0.8,inf")
     parser.add_argument("--margins", default="3,3.5,4,4.5,5,5.5,inf")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", help="where to write the JSON (default: benchmarks/results/guidance_trust_sweep.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
@@ -83,7 +84,7 @@ def main() -> None:
                             "dev_guided": sum(dev_used), "ood_right_object": right, "ood_guided": sum(ood_used)})
             cells.append(f"{cider / alone - 1:+.2%} / {right}")
         print(f"{trust:g} | " + " | ".join(cells))
-    out = ROOT / "benchmarks" / "results" / "guidance_trust_sweep.json"
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "guidance_trust_sweep.json"
     out.write_text(json.dumps({"machine": describe_machine(), "checkpoint": captioner.source, "beam_size": 3,
                                "threshold": threshold, "decoder_alone": {"dev_CIDEr": alone, "ood_right_object": alone_right},
                                "photos": len(annotations), "results": results}, indent=1) + "\n")
