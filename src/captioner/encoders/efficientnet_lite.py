@@ -29,11 +29,12 @@ import torch
 from torch import nn
 
 from captioner.encoders.base import Encoder, EncoderConfig, ImagePreprocess, load_state_dict_file
-from captioner.encoders.efficientnet_lite_network import EfficientNetLite
+from captioner.encoders.efficientnet_lite_network import VARIANT_STAGES, EfficientNetLite
 from captioner.errors import CheckpointError, ConfigError
 
 NAME = "efficientnet_lite0"
-VARIANTS = {"efficientnet_lite0": "lite0", "efficientnet_lite1": "lite1", "efficientnet_lite2": "lite2"}
+VARIANTS = {f"efficientnet_{variant}": variant for variant in VARIANT_STAGES}
+"""Encoder name -> network variant: efficientnet_lite0 -> lite0, ..."""
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from captioner.encoders.base import Encoder, EncoderConfig
+from captioner.encoders.efficientnet_lite import VARIANTS as EFFICIENTNET_LITES
+from captioner.encoders.efficientnet_lite import EfficientNetLiteEncoder
 from captioner.errors import ConfigError
 
-EFFICIENTNET_LITES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
 OWN_ENCODERS = (*EFFICIENTNET_LITES, "small_cnn")
 
 
@@ -19,8 +20,6 @@ def available_encoders() -> list[str]:
 def build_encoder(config: EncoderConfig) -> Encoder:
     """Build the encoder ``config`` names (weights loaded, trunk frozen as configured)."""
     if config.name in EFFICIENTNET_LITES:
-        from captioner.encoders.efficientnet_lite import EfficientNetLiteEncoder
-
         return EfficientNetLiteEncoder(config)
     if config.name == "small_cnn":
         from captioner.encoders.small_cnn import SmallCNNEncoder
