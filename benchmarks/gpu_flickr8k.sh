@@ -14,7 +14,7 @@
 #
 # (as run on 2026-11-26, with the same moves typed inline). Runs on EfficientNet-Lite2 also need
 # its weights package, .gpu_carry/site_lite2, carried by the second call (make_gpu_carry.sh; cut
-# the parts with --first-parts-mb 21.5,16 to leave it room). Other arguments go to
+# the parts with --first-parts-mb 20,13.5 to leave it room). Other arguments go to
 # gpu_flickr8k_runs.py.
 set -uo pipefail
 cd "$(dirname "$0")/.."

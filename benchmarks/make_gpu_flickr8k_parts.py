@@ -1,7 +1,7 @@
 """Cut Flickr8k's photos into gitignored folders small enough for one call to the GPU machine each.
 
 Usage: .venv/bin/python benchmarks/make_gpu_flickr8k_parts.py [--data ../shared/datasets/flickr8k]
-           [--part-mb 40.4] [--first-parts-mb 21.5[,16]]
+           [--part-mb 39] [--first-parts-mb 20[,13.5]]
 
 Writes .f8k_part1 ... .f8k_partN (each: images/ and, in the first, the caption and split files)
 and lists them in .git/info/exclude. The first parts are smaller because their calls also carry
@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "datasets" / "flickr8k"))
-    parser.add_argument("--part-mb", type=float, default=40.4)
-    parser.add_argument("--first-parts-mb", default="21.5",
+    parser.add_argument("--part-mb", type=float, default=39.0)
+    parser.add_argument("--first-parts-mb", default="20",
                         help="comma-separated sizes of the first parts, whose calls also carry weights packages")
     parser.add_argument("--limit", type=int, default=0, help="only the first N images of each split (smoke tests)")
     args = parser.parse_args()
