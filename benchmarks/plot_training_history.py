@@ -23,7 +23,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def read_runs(args: argparse.Namespace) -> list[tuple[str, list[dict]]]:
     if args.summary:
-        runs = json.loads(Path(args.summary).read_text())["runs"]
+        summary = json.loads(Path(args.summary).read_text())
+        # A file of several machine calls ({"calls": [summary, ...]}) holds the runs of all of them.
+        runs = {name: run for call in summary.get("calls", [summary]) for name, run in call["runs"].items()}
         return [(name, runs[name]["history"]) for name in args.runs.split(",")]
     return [
         (Path(run).name, [json.loads(line) for line in (Path(run) / "history.jsonl").read_text().splitlines() if line.strip()])
