@@ -299,7 +299,7 @@ def main() -> int:
                     if info.get("best") and name in names]
         if finished:
             exports[label] = max(finished)
-    for kind, (score, name) in exports.items():
+    for label, (score, name) in exports.items():
         export_dir = work / f"export_{name}"
         status = subprocess.run([sys.executable, "-m", "captioner", "export", "--checkpoint", str(work / "runs" / name),
                                  "--out", str(export_dir)], timeout=120).returncode
@@ -309,7 +309,7 @@ def main() -> int:
         archive = work / f"model_{name}.tar.gz"
         subprocess.run(["tar", "czf", str(archive), "-C", str(work), export_dir.name], check=True)
         subprocess.run(["split", "-b", "15M", str(archive), str(out / f"model_{name}.tar.gz.part-")], check=True)
-        summary.setdefault("exported", {})[kind] = {"run": name, "CIDEr": score}
+        summary.setdefault("exported", {})[label] = {"run": name, "CIDEr": score}
         log(f"exported {name} (dev CIDEr-D {score:.4f})")
     save_summary()
     log(f"done in {time.time() - started:.0f} s")

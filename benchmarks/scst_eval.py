@@ -26,7 +26,7 @@ from _machine import describe_machine  # noqa: E402
 from captioner.decoding import DecodeSettings
 from captioner.training import checkpoint
 from captioner.training.evaluation import caption_records, score_predictions
-from captioner.training.loop import build_model, prepare_data
+from captioner.training.loop import TrainingData, build_model, prepare_data
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
@@ -47,7 +47,7 @@ def decoder_weights(spec: str, base: checkpoint.LoadedRun) -> dict[str, torch.Te
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def load_base(run_dir: str, threads: int):
+def load_base(run_dir: str, threads: int) -> tuple[checkpoint.LoadedRun, torch.nn.Module, TrainingData]:
     """The base run, a model built from its config (decoder weights to be loaded) and its data."""
     torch.set_num_threads(threads)
     base = checkpoint.load_run(run_dir)

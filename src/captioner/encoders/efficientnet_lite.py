@@ -104,7 +104,7 @@ class EfficientNetLiteEncoder(Encoder):
 
     LAYERS = {
         "final": "1280 channels, 7x7 at 224 px (stride 32); alias 7x7",
-        "stage5": "112 channels, 14x14 at 224 px (stride 16); alias 14x14",
+        "stage5": "112 channels (Lite2: 120), 14x14 at 224 px (stride 16); alias 14x14",
     }
 
     def __init__(self, config: EncoderConfig) -> None:
