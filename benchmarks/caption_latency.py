@@ -1,6 +1,6 @@
 """Latency of captioning one 224 px photo end to end, and the share spent outside the CNN.
 
-Usage: .venv/bin/python benchmarks/caption_latency.py [--checkpoint RUN_DIR] [--photo FILE] [--repeat 20]
+Usage: .venv/bin/python benchmarks/caption_latency.py [--checkpoint RUN_DIR] [--photo FILE] [--repeat 20] [--precision bf16]
        [--allow-dangling-endings]
 
 Each repetition: read and decode the file, preprocess, run the encoder, beam search (beam 3),
@@ -44,13 +44,16 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: the CNN and the decoder's large products in bfloat16 (Captioner precision)")
     parser.add_argument("--allow-dangling-endings", action="store_true",
                         help="decode without the rule against dangling endings (to time what it costs)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
     photo = Path(args.photo) if args.photo else latency_photo()
-    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
+    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu", precision=args.precision)
+    print(f"precision: {captioner.precision}")
     tokens = search_tokens(captioner.vocabulary)
     settings = captioner.default_settings(args.beam_size)
     if args.allow_dangling_endings:

@@ -50,6 +50,8 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT / ".." / "shared" / "datasets" / "flickr8k"))
     parser.add_argument("--beams", default="1,3,5")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: the CNN and the decoder's large products in bfloat16 (Captioner precision)")
     parser.add_argument("--no-repeat-ngram", type=int, default=None, help="override the model's n-gram blocking")
     parser.add_argument("--length-penalties", default=None,
                         help="comma-separated GNMT alphas to try at each beam size (default: the model's)")
@@ -61,7 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
-    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
+    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu", precision=args.precision)
+    print(f"precision: {captioner.precision}")
     records = load_records(args.data, split="val")
     started = time.perf_counter()
     regions = encode_photos(captioner, [r.image_path for r in records], desc="encoding dev")

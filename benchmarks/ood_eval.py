@@ -199,6 +199,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="bf16: the CNN and the decoder's large products in bfloat16 (Captioner precision)")
     parser.add_argument("--thresholds", default="0.2,0.3,0.5", help="thresholds also tried with the shipped variant")
     parser.add_argument("--margins", default="inf,3.5,5.5",
                         help="margins also tried with the shipped variant, threshold and trust (inf: as shipped before)")
@@ -207,7 +209,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
-    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
+    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu", precision=args.precision)
+    print(f"precision: {captioner.precision}")
     annotations = json.loads((PHOTOS / "annotations.json").read_text())
     regions = encode_photos(captioner, [PHOTOS / a["file"] for a in annotations])
     settings = captioner.default_settings(args.beam_size)

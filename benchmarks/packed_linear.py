@@ -8,7 +8,9 @@ For each weight shape of the shipped decoder's inference step (hidden 512, vocab
 (median of ``--repeat`` calls after warm-up) and prints both with the largest difference of
 their outputs. The packed side is timed for every row count and weight, also outside the 2-64
 rows and the smallest weight size where ``linear`` uses it, to show where those limits come
-from. Random weights: only the shapes matter for the time.
+from. Where the CPU computes bfloat16 natively, also the bfloat16 path
+(``linear(..., bfloat16=True)``, what ``--precision bf16`` uses) and its largest difference from
+the float32 product. Random weights: only the shapes matter for the time.
 """
 
 from __future__ import annotations
@@ -56,7 +58,9 @@ def main() -> None:
     packed_linear._ROWS_RANGE = range(1, 1 << 30)
     packed_linear._MIN_WEIGHT_VALUES = 0
     print(describe_machine())
-    print(f"{'weight':45s} {'rows':>5s} {'plain us':>9s} {'packed us':>10s} {'speed-up':>8s} {'max diff':>9s}")
+    bf16 = packed_linear.bfloat16_supported()
+    print(f"{'weight':45s} {'rows':>5s} {'plain us':>9s} {'packed us':>10s} {'speed-up':>8s} {'max diff':>9s}"
+          + (f" {'bf16 us':>8s} {'speed-up':>8s} {'max diff':>9s}" if bf16 else "  (no native bfloat16 here)"))
     generator = torch.Generator().manual_seed(0)
     with torch.inference_mode():
         for name, (outputs, inputs) in SHAPES.items():
@@ -66,8 +70,14 @@ def main() -> None:
                 x = torch.randn(rows, inputs, generator=generator)
                 plain = median_us(lambda: functional.linear(x, weight, bias), args.repeat)
                 packed = median_us(lambda: packed_linear.linear(x, weight, bias), args.repeat)
-                difference = (packed_linear.linear(x, weight, bias) - functional.linear(x, weight, bias)).abs().max()
-                print(f"{name:45s} {rows:5d} {plain:9.0f} {packed:10.0f} {plain / packed:7.2f}x {float(difference):9.1e}")
+                exact = functional.linear(x, weight, bias)
+                difference = (packed_linear.linear(x, weight, bias) - exact).abs().max()
+                line = f"{name:45s} {rows:5d} {plain:9.0f} {packed:10.0f} {plain / packed:7.2f}x {float(difference):9.1e}"
+                if bf16:
+                    rounded = median_us(lambda: packed_linear.linear(x, weight, bias, bfloat16=True), args.repeat)
+                    bf16_difference = (packed_linear.linear(x, weight, bias, bfloat16=True) - exact).abs().max()
+                    line += f" {rounded:8.0f} {plain / rounded:7.2f}x {float(bf16_difference):9.1e}"
+                print(line)
 
 
 if __name__ == "__main__":

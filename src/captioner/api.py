@@ -89,11 +89,14 @@ class Captioner:
         device: torch.device,
         source: str = "",
         metrics: dict | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.model = model.eval().use_channels_last()
         self.vocabulary = vocabulary
         self.config = config
         self.device = device
+        self.precision = self.model.use_precision(precision, device)
+        """What the model runs in: ``precision`` where the device computes it natively, else fp32."""
         self.source = source
         self.metrics = metrics or {}
         self._tokens = search_tokens(vocabulary)
@@ -108,13 +111,22 @@ class Captioner:
         )
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path | None = None, device: str = "auto") -> Captioner:
-        """Load a shipped model by name (default: the package's real-photo model) or a run directory."""
+    def from_pretrained(
+        cls, name_or_path: str | Path | None = None, device: str = "auto", precision: str = "fp32"
+    ) -> Captioner:
+        """Load a shipped model by name (default: the package's real-photo model) or a run directory.
+
+        ``precision="bf16"`` runs the CNN and the decoder's large products in bfloat16 where the
+        device computes it natively (a CPU with AVX512-BF16 or AMX, a recent GPU), faster and a
+        little less exact; elsewhere the model stays fp32 and ``captioner.precision`` says so.
+        """
         run_dir = resolve_pretrained(name_or_path)
         loaded = checkpoint.load_run(run_dir)
         model = restore_model(loaded)
         resolved = resolve_device(device)
-        return cls(model.to(resolved), loaded.vocabulary, loaded.config, resolved, str(run_dir), loaded.metrics)
+        return cls(
+            model.to(resolved), loaded.vocabulary, loaded.config, resolved, str(run_dir), loaded.metrics, precision
+        )
 
     @property
     def grid_size(self) -> tuple[int, int]:

@@ -96,3 +96,58 @@ def test_the_first_use_check_leaves_the_global_random_stream_alone(monkeypatch):
     with torch.inference_mode():
         packed_linear.linear(torch.ones(3, 512), weight, bias)
     torch.testing.assert_close(torch.rand(3), expected)
+
+
+needs_native_bf16 = pytest.mark.skipif(
+    not packed_linear.bfloat16_supported(),
+    reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX): the bfloat16 path never runs here",
+)
+
+
+@needs_native_bf16
+@pytest.mark.parametrize("rows", [1, 3, 300])
+def test_bfloat16_products_are_float32_products_to_about_three_digits(rows):
+    weight, bias = _weight()
+    x = torch.randn(rows, 512)
+    with torch.inference_mode():
+        expected = functional.linear(x, weight, bias)
+        got = packed_linear.linear(x, weight, bias, bfloat16=True)
+    assert got.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa: inputs rounded by up to 2^-9 each (~0.2%).
+    torch.testing.assert_close(got, expected, rtol=0, atol=0.02 * float(expected.abs().max()))
+    assert not torch.equal(got, expected)  # it did run in bfloat16
+    assert weight in packed_linear._packed_bf16
+
+
+def test_bfloat16_is_not_used_unless_asked_or_supported(monkeypatch):
+    weight, bias = _weight()
+    x = torch.randn(3, 512)
+    with torch.inference_mode():
+        packed_linear.linear(x, weight, bias)
+    assert weight not in packed_linear._packed_bf16
+    monkeypatch.setattr(packed_linear, "_cpu_multiplies_bf16", lambda: False)
+    assert not packed_linear.bfloat16_supported()
+    with torch.inference_mode():
+        got = packed_linear.linear(x, weight, bias, bfloat16=True)
+    torch.testing.assert_close(got, functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    assert weight not in packed_linear._packed_bf16
+
+
+@needs_native_bf16
+def test_bfloat16_kernels_that_disagree_are_never_used(monkeypatch):
+    real = torch.ops.mkldnn._linear_pointwise
+
+    def broken_in_bfloat16(x, *args):
+        out = real(x, *args)
+        return out + 1.0 if x.dtype == torch.bfloat16 else out
+
+    monkeypatch.setattr(packed_linear, "_bf16_kernels_work", None)
+    monkeypatch.setattr(packed_linear, "_packed_bf16", packed_linear.WeakIdKeyDictionary())
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken_in_bfloat16)
+    weight, bias = _weight()
+    x = torch.randn(3, 512)
+    with torch.inference_mode():
+        got = packed_linear.linear(x, weight, bias, bfloat16=True)
+    torch.testing.assert_close(got, functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)  # float32 instead
+    assert packed_linear._bf16_kernels_work is False and not packed_linear.bfloat16_supported()
+    assert weight not in packed_linear._packed_bf16

@@ -35,6 +35,7 @@ def test_health_reports_the_model_and_its_limits(client):
     values = response.json()
     assert values["status"] == "ok"
     assert values["model"] == "tiny"
+    assert values["precision"] == "fp32"
     assert values["limits"]["max_upload_bytes"] == 50_000
     assert values["limits"]["max_beam_size"] == 5
 

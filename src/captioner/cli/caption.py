@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from captioner.cli._common import print_json
+from captioner.cli._common import add_precision_argument, print_json, report_precision
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,13 +29,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(labels are still reported with --json)")
     parser.add_argument("--with-attention", action="store_true", help="include attention maps in --json")
     parser.add_argument("--device", default="auto")
+    add_precision_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from captioner.api import Captioner
 
-    captioner = Captioner.from_pretrained(args.checkpoint, device=args.device)
+    captioner = Captioner.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+    report_precision(args.precision, captioner)
     results = captioner.caption(
         args.images, beam_size=args.beam_size, max_length=args.max_length, batch_size=args.batch_size,
         guidance=False if args.no_guidance else None,

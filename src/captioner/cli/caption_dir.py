@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from captioner.cli._common import print_json
+from captioner.cli._common import add_precision_argument, print_json, report_precision
 
 _FAILURES_SHOWN = 20
 
@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.add_argument("--device", default="auto")
+    add_precision_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -47,8 +48,13 @@ def run(args: argparse.Namespace) -> int:
     from captioner.api import Captioner
     from captioner.folder_captioning import caption_folder
 
+    def load_captioner() -> Captioner:
+        captioner = Captioner.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+        report_precision(args.precision, captioner)
+        return captioner
+
     summary = caption_folder(
-        lambda: Captioner.from_pretrained(args.checkpoint, device=args.device),
+        load_captioner,
         args.folder,
         args.out,
         fmt=args.format,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from captioner.cli._common import print_json
+from captioner.cli._common import add_precision_argument, print_json, report_precision
 
 METRIC_ORDER = ("BLEU-1", "BLEU-2", "BLEU-3", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
 
@@ -31,6 +31,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="caption with the decoder alone, without the ImageNet classifier's guidance")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--device", default="auto")
+    add_precision_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -41,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     from captioner.api import Captioner
     from captioner.training.evaluation import results_json
 
-    captioner = Captioner.from_pretrained(args.checkpoint, device=args.device)
+    captioner = Captioner.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+    report_precision(args.precision, captioner)
     evaluation = captioner.evaluate(
         args.data, split=args.split, beam_size=args.beam_size, limit=args.limit, batch_size=args.batch_size,
         meteor=False if args.no_meteor else "auto", progress=not args.quiet,

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from captioner.cli._common import add_precision_argument, report_precision
 from captioner.errors import CaptionerError
 
 logger = logging.getLogger("captioner.serving")
@@ -23,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="auto")
+    add_precision_argument(parser)
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     limits = parser.add_argument_group("limits and batching")
     limits.add_argument("--max-upload-mb", type=float, default=10.0, help="largest image file (default 10)")
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
-    captioner = Captioner.from_pretrained(args.checkpoint, device=args.device)
+    captioner = Captioner.from_pretrained(args.checkpoint, device=args.device, precision=args.precision)
+    report_precision(args.precision, captioner)
     # One pass before listening: the first request should not pay for lazy initialisation.
     captioner.caption([Image.new("RGB", (224, 224), (128, 128, 128))], beam_size=settings.default_beam_size)
     app = create_app(captioner, settings)

@@ -10,7 +10,12 @@ import torch
 from torch import nn
 
 from captioner.encoders.base import Encoder
+from captioner.models import packed_linear
 from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
+
+PRECISIONS = ("fp32", "bf16")
+"""Inference precisions: ``bf16`` runs the CNN under bfloat16 autocast and, on a CPU, the
+decoder's large products in bfloat16; used only where the hardware computes bfloat16 natively."""
 
 
 class CaptioningModel(nn.Module):
@@ -23,6 +28,7 @@ class CaptioningModel(nn.Module):
         self.encoder = encoder
         self.decoder = decoder
         self.channels_last = False
+        self.precision = "fp32"
 
     def use_channels_last(self) -> CaptioningModel:
         """Run the CNN in channels-last layout: faster for inference with oneDNN and cuDNN."""
@@ -30,11 +36,30 @@ class CaptioningModel(nn.Module):
         self.channels_last = True
         return self
 
+    def use_precision(self, precision: str, device: torch.device) -> str:
+        """Caption in ``precision`` (one of ``PRECISIONS``) on ``device`` where it computes that
+        natively, else in fp32; returns the precision used. bfloat16 keeps about 3 significant
+        digits: captions may differ from fp32's where two words nearly tie (BENCHMARKS.md
+        measures what that does to dev scores)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if precision == "bf16":
+            native = torch.cuda.is_bf16_supported() if device.type == "cuda" else packed_linear.bfloat16_supported()
+            precision = "bf16" if native else "fp32"
+        self.precision = precision
+        # The packed products are a CPU path; on a GPU the decoder stays float32.
+        self.decoder.bfloat16_products = precision == "bf16" and device.type == "cpu"
+        return precision
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) preprocessed images -> (B, R, D) region features."""
+        """(B, 3, H, W) preprocessed images -> (B, R, D) region features (float32 under the
+        ``bf16`` precision)."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return self.encoder(images)
+        if self.precision == "fp32":
+            return self.encoder(images)
+        with torch.autocast(images.device.type, dtype=torch.bfloat16):
+            return self.encoder(images).float()
 
     def forward(self, images: torch.Tensor, captions: torch.Tensor) -> TeacherForcedOutput:
         return self.decoder(self.encode(images), captions)

@@ -91,6 +91,9 @@ class ShowAttendTellDecoder(nn.Module):
             self.output = nn.Linear(config.hidden_dim, vocab_size)
         self._reset_parameters()
         self._inference_cache: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self.bfloat16_products = False
+        """Run the large products of inference on a CPU in bfloat16, where it computes that
+        natively (``packed_linear``); set by ``CaptioningModel.use_precision``."""
 
     def _reset_parameters(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
@@ -108,7 +111,7 @@ class ShowAttendTellDecoder(nn.Module):
         weight, bias = self._derived(
             "init_maps", sources, lambda: (torch.cat(sources[::2]), torch.cat(sources[1::2]))
         )
-        return torch.tanh(packed_linear.linear(mean_region, weight, bias)).chunk(2, dim=1)
+        return torch.tanh(self._product(mean_region, weight, bias)).chunk(2, dim=1)
 
     def project_regions(
         self, regions: torch.Tensor, with_context_terms: bool = False
@@ -123,7 +126,7 @@ class ShowAttendTellDecoder(nn.Module):
             return self.attention.project_regions(regions)
         if not torch.is_grad_enabled():
             weight, bias = self._region_maps()
-            flat = packed_linear.linear(regions.reshape(-1, regions.size(2)), weight, bias)
+            flat = self._product(regions.reshape(-1, regions.size(2)), weight, bias)
             return flat.view(regions.size(0), regions.size(1), weight.size(0))
         parts = [
             self.attention.project_regions(regions),
@@ -331,7 +334,7 @@ class ShowAttendTellDecoder(nn.Module):
                 embedded, lstm.weight_ih[:, : config.embed_dim], lstm.bias_ih
             )
         else:
-            query, hidden_gates, gate_logit = packed_linear.linear(hidden, *self._hidden_maps()).split(
+            query, hidden_gates, gate_logit = self._product(hidden, *self._hidden_maps()).split(
                 [config.attention_dim, 4 * config.hidden_dim, 1], dim=1
             )
             word_gates = self._word_gate_table()[previous_words]
@@ -341,19 +344,21 @@ class ShowAttendTellDecoder(nn.Module):
             context_parts = [gate * weighted_sum(alpha, terms) for terms in context_terms]
         else:
             context = gate * weighted_sum(alpha.to(regions.dtype), regions)
-            context_parts = packed_linear.linear(context, *self._context_maps()).split(context_sizes, dim=1)
+            context_parts = self._product(context, *self._context_maps()).split(context_sizes, dim=1)
         gates = word_gates + context_parts[0] + hidden_gates
         # nn.LSTMCell's gate order: input, forget, cell candidate, output.
         input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         if config.deep_output:
-            combined = embedded + _linear(self.hidden_to_embed, hidden) + context_parts[1]
-            logits = _linear(self.output, self.dropout(combined))
+            combined = embedded + self._layer(self.hidden_to_embed, hidden) + context_parts[1]
+            logits = self._layer(self.output, self.dropout(combined))
         else:
-            logits = _linear(self.output, self.dropout(hidden))
+            logits = self._layer(self.output, self.dropout(hidden))
         return StepOutput(logits, (hidden, cell), alpha)
 
+    def _product(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        return packed_linear.linear(x, weight, bias, bfloat16=self.bfloat16_products)
 
-def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    return packed_linear.linear(x, layer.weight, layer.bias)
+    def _layer(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        return self._product(x, layer.weight, layer.bias)

@@ -208,6 +208,7 @@ def create_app(
         values = {
             "status": "ok" if batcher.running else "unavailable",
             "model": name,
+            "precision": getattr(captioner, "precision", "fp32"),
             "queue": batcher.queue_length,
             "limits": {
                 "max_upload_bytes": settings.max_upload_bytes,
