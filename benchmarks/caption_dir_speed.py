@@ -1,7 +1,7 @@
 """Images per second of ``captioner caption-dir`` with the shipped model, by batch size.
 
 Usage: .venv/bin/python benchmarks/caption_dir_speed.py [--images 200] [--runs 1:1,8:1,32:1,32:0]
-       [--checkpoint RUN_DIR] [--photos DIR] [--threads 2]
+       [--checkpoint RUN_DIR] [--photos DIR] [--threads 2] [--precision bf16]
 
 ``--runs``: batch size:loader threads pairs (0 threads: decode in the main thread, no overlap).
 
@@ -47,9 +47,9 @@ def photo_sources(count: int, photos: Path | None) -> tuple[list[Path], str]:
     return (examples * (count // len(examples) + 1))[:count], "examples/photos repeated"
 
 
-def run_once(folder: Path, out: Path, checkpoint: str | None, batch_size: int, workers: int) -> dict:
+def run_once(folder: Path, out: Path, checkpoint: str | None, batch_size: int, workers: int, precision: str) -> dict:
     command = ["caption-dir", str(folder), "--out", str(out), "--batch-size", str(batch_size),
-               "--workers", str(workers), "--json", "--no-progress"]
+               "--workers", str(workers), "--json", "--no-progress", "--precision", precision]
     if checkpoint:
         command += ["--checkpoint", checkpoint]
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--photos", type=Path, default=None, help="default: Flickr8k dev, else examples/photos")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "caption_dir_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,19 +89,19 @@ def main() -> None:
         warm.mkdir()
         for index, source in enumerate(sources[:16]):  # the example photos repeat: number them
             os.symlink(source.resolve(), warm / f"{index:05d}_{source.name}")
-        run_once(warm, Path(temporary) / "warm.jsonl", args.checkpoint, 8, 1)
+        run_once(warm, Path(temporary) / "warm.jsonl", args.checkpoint, 8, 1, args.precision)
         for setting in args.runs.split(","):
             batch_size, workers = (int(v) for v in setting.split(":"))
             out = Path(temporary) / f"b{batch_size}_w{workers}.jsonl"
             load_before = os.getloadavg()[0]
-            result = run_once(folder, out, args.checkpoint, batch_size, workers)
+            result = run_once(folder, out, args.checkpoint, batch_size, workers, args.precision)
             result["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
             runs.append(result)
             print(f"batch {batch_size:>3}, loader threads {workers}: {result['images_per_second']:.2f} images/s "
                   f"({result['images']} images in {result['captioning_seconds']:.1f} s; "
                   f"load average {result['load_average'][0]} -> {result['load_average'][1]})", flush=True)
     report = {"machine": machine, "photos": described, "checkpoint": args.checkpoint or "shipped flickr8k-lite0",
-              "beam_size": 3, "runs": runs}
+              "beam_size": 3, "precision": args.precision, "runs": runs}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

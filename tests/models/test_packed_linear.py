@@ -151,3 +151,14 @@ def test_bfloat16_kernels_that_disagree_are_never_used(monkeypatch):
     torch.testing.assert_close(got, functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)  # float32 instead
     assert packed_linear._bf16_kernels_work is False and not packed_linear.bfloat16_supported()
     assert weight not in packed_linear._packed_bf16
+
+
+@needs_native_bf16
+def test_bfloat16_skips_one_row_against_a_512_by_512_weight():
+    """There the packed call costs more than the plain product (packed_linear_bf16.log)."""
+    weight, bias = _weight(512, 512)
+    with torch.inference_mode():
+        packed_linear.linear(torch.randn(1, 512), weight, bias, bfloat16=True)
+        assert weight not in packed_linear._packed_bf16
+        packed_linear.linear(torch.randn(3, 512), weight, bias, bfloat16=True)
+    assert weight in packed_linear._packed_bf16
