@@ -18,6 +18,14 @@ PRECISIONS = ("fp32", "bf16")
 decoder's large products in bfloat16; used only where the hardware computes bfloat16 natively."""
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively: a GPU that has it, or a CPU with AVX512-BF16
+    or AMX. Elsewhere bfloat16 is emulated, slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and packed_linear.bfloat16_supported()
+
+
 class CaptioningModel(nn.Module):
     def __init__(self, encoder: Encoder, decoder: ShowAttendTellDecoder) -> None:
         super().__init__()
@@ -43,9 +51,8 @@ class CaptioningModel(nn.Module):
         measures what that does to dev scores)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if precision == "bf16":
-            native = torch.cuda.is_bf16_supported() if device.type == "cuda" else packed_linear.bfloat16_supported()
-            precision = "bf16" if native else "fp32"
+        if precision == "bf16" and not native_bfloat16(device):
+            precision = "fp32"
         self.precision = precision
         # The packed products are a CPU path; on a GPU the decoder stays float32.
         self.decoder.bfloat16_products = precision == "bf16" and device.type == "cpu"

@@ -36,7 +36,7 @@ from captioner.encoders.registry import build_encoder
 from captioner.errors import CaptionerError, CheckpointError, ConfigError
 from captioner.metrics.cider_reward import CiderDReward
 from captioner.models.attention import doubly_stochastic_penalty
-from captioner.models.captioning import CaptioningModel
+from captioner.models.captioning import CaptioningModel, native_bfloat16
 from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
 from captioner.training import checkpoint
 from captioner.training.averaging import WeightAverage
@@ -531,6 +531,11 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         if autocast_dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
+    elif device.type == "cpu" and config.cpu_bf16:
+        if native_bfloat16(device):
+            autocast_dtype = torch.bfloat16
+        else:
+            log.warning("cpu_bf16: this CPU has no native bfloat16 (AVX512-BF16 or AMX); training in fp32")
 
     state: dict = {
         "epoch": 0, "step": 0, "best_score": -1.0, "best_epoch": 0, "epochs_without_gain": 0,
