@@ -6,6 +6,11 @@ from torch.nn import functional
 
 from captioner.models import packed_linear
 
+needs_native_bf16 = pytest.mark.skipif(
+    not packed_linear.bfloat16_supported(),
+    reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX): the bfloat16 path never runs here",
+)
+
 
 def _weight(rows: int = 1024, columns: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
@@ -65,23 +70,29 @@ def test_a_packed_weight_goes_with_its_weight():
     assert len(packed_linear._packed) == entries - 1 or not torch.backends.mkldnn.is_available()
 
 
-def test_kernels_that_disagree_are_never_used(monkeypatch):
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=needs_native_bf16)], ids=["float32", "bfloat16"])
+def test_kernels_that_disagree_are_never_used(monkeypatch, bf16):
     """The packed product is checked once against the plain one; a build whose oneDNN kernels
-    give other numbers falls back to the plain product for good."""
+    (float32 or bfloat16) give other numbers falls back to float32 products for good."""
     real = torch.ops.mkldnn._linear_pointwise
+    broken_dtype = torch.bfloat16 if bf16 else torch.float32
 
-    def off_by_one(*args):
-        return real(*args) + 1.0
+    def off_by_one(x, *args):
+        out = real(x, *args)
+        return out + 1.0 if x.dtype == broken_dtype else out
 
-    monkeypatch.setattr(packed_linear, "_kernels_work", None)
-    monkeypatch.setattr(packed_linear, "_packed", packed_linear.WeakIdKeyDictionary())
+    works, cache = ("_bf16_kernels_work", "_packed_bf16") if bf16 else ("_kernels_work", "_packed")
+    monkeypatch.setattr(packed_linear, works, None)
+    monkeypatch.setattr(packed_linear, cache, packed_linear.WeakIdKeyDictionary())
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", off_by_one)
     weight, bias = _weight()
     x = torch.randn(3, 512)
     with torch.inference_mode():
-        torch.testing.assert_close(packed_linear.linear(x, weight, bias), functional.linear(x, weight, bias))
-    assert packed_linear._kernels_work is False
-    assert weight not in packed_linear._packed
+        got = packed_linear.linear(x, weight, bias, bfloat16=bf16)
+    torch.testing.assert_close(got, functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+    assert getattr(packed_linear, works) is False
+    assert weight not in getattr(packed_linear, cache)
+    assert not (bf16 and packed_linear.bfloat16_supported())
 
 
 def test_the_first_use_check_leaves_the_global_random_stream_alone(monkeypatch):
@@ -96,12 +107,6 @@ def test_the_first_use_check_leaves_the_global_random_stream_alone(monkeypatch):
     with torch.inference_mode():
         packed_linear.linear(torch.ones(3, 512), weight, bias)
     torch.testing.assert_close(torch.rand(3), expected)
-
-
-needs_native_bf16 = pytest.mark.skipif(
-    not packed_linear.bfloat16_supported(),
-    reason="this CPU has no native bfloat16 (AVX512-BF16 or AMX): the bfloat16 path never runs here",
-)
 
 
 @needs_native_bf16
@@ -130,26 +135,6 @@ def test_bfloat16_is_not_used_unless_asked_or_supported(monkeypatch):
     with torch.inference_mode():
         got = packed_linear.linear(x, weight, bias, bfloat16=True)
     torch.testing.assert_close(got, functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
-    assert weight not in packed_linear._packed_bf16
-
-
-@needs_native_bf16
-def test_bfloat16_kernels_that_disagree_are_never_used(monkeypatch):
-    real = torch.ops.mkldnn._linear_pointwise
-
-    def broken_in_bfloat16(x, *args):
-        out = real(x, *args)
-        return out + 1.0 if x.dtype == torch.bfloat16 else out
-
-    monkeypatch.setattr(packed_linear, "_bf16_kernels_work", None)
-    monkeypatch.setattr(packed_linear, "_packed_bf16", packed_linear.WeakIdKeyDictionary())
-    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", broken_in_bfloat16)
-    weight, bias = _weight()
-    x = torch.randn(3, 512)
-    with torch.inference_mode():
-        got = packed_linear.linear(x, weight, bias, bfloat16=True)
-    torch.testing.assert_close(got, functional.linear(x, weight, bias), rtol=1e-5, atol=1e-5)  # float32 instead
-    assert packed_linear._bf16_kernels_work is False and not packed_linear.bfloat16_supported()
     assert weight not in packed_linear._packed_bf16
 
 
