@@ -19,9 +19,10 @@ to another device packs it again. Results equal the plain product up to float ro
 bfloat16 natively (AVX512-BF16 or AMX): the fast path then multiplies bfloat16 copies of the
 weight and the input (float32 out, the bias added in float32), at any number of rows. Half the
 bytes to read, and kernels that do twice the multiply-adds per instruction: one photo's beam
-search 1.2-1.5x faster on such a CPU, batched searches ~1.7x (BENCHMARKS.md). Each product is then exact to about 3 significant digits (bfloat16 keeps 8
-bits of mantissa), so a near tie between two words may go the other way. Where
-``bfloat16_supported()`` is False, the flag changes nothing.
+search 1.2-1.5x faster on such a CPU, batched searches ~1.7x (BENCHMARKS.md). Each product is
+then exact to about 3 significant digits (bfloat16 keeps 8 bits of mantissa), so a near tie
+between two words may go the other way. Where ``bfloat16_supported()`` is False, the flag
+changes nothing.
 """
 
 from __future__ import annotations

@@ -177,8 +177,10 @@ class RunConfig:
     """bf16/fp16 autocast on CUDA; ignored on CPU (see ``cpu_bf16``)."""
     cpu_bf16: bool = False
     """bf16 autocast when training on a CPU that computes bfloat16 natively (AVX512-BF16 or
-    AMX): steps ~1.7x faster there (BENCHMARKS.md). Off by default, so that a CPU run gives the
-    same numbers on every machine; ignored on other CPUs (with a warning) and on CUDA."""
+    AMX): on the 2-core AVX512-BF16 VM a Flickr8k epoch took 1.6x less time with cross-entropy
+    and 1.4x less with self-critical training (BENCHMARKS.md has what it did to the dev scores).
+    Off by default, so that a CPU run gives the same numbers on every machine; ignored on other
+    CPUs (with a warning) and on CUDA."""
     compile: bool = False
     """``torch.compile`` the decoder for training (worth it on GPUs for long runs)."""
     threads: int = 0
