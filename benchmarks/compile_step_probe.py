@@ -17,10 +17,8 @@ waits on memory. Checks the compiled step's outputs against the plain module's f
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,6 +27,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 from caption_latency import latency_photo  # noqa: E402
+from packed_linear import median_us  # noqa: E402
 
 from captioner.api import Captioner
 from captioner.data.images import load_rgb_image
@@ -68,17 +67,6 @@ class PlainStep(nn.Module):
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         combined = self.embedding[words] + self.hidden_to_embed(hidden) + gate * (alpha @ context_embed)
         return self.output(combined), hidden, cell, alpha
-
-
-def median_ms(function: Callable[[], object], calls: int = 200) -> float:
-    for _ in range(3):
-        function()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:
@@ -124,11 +112,11 @@ def main() -> None:
               f"(plus {beams} rows of the {plain.word_gates.size(0)} x {plain.word_gates.size(1)} word-gate table)")
         for round_number in range(1, args.rounds + 1):
             timings = {
-                "decoder.step (packed)": median_ms(lambda: decoder.step(words, (hidden, cell), regions, projected)),
-                "plain module, eager": median_ms(lambda: plain(*inputs)),
-                "plain module, compiled": median_ms(lambda: compiled(*inputs)),
+                "decoder.step (packed)": median_us(lambda: decoder.step(words, (hidden, cell), regions, projected), 200),
+                "plain module, eager": median_us(lambda: plain(*inputs), 200),
+                "plain module, compiled": median_us(lambda: compiled(*inputs), 200),
             }
-            print(f"round {round_number}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in timings.items()))
+            print(f"round {round_number}: " + ", ".join(f"{name} {us / 1000:.2f} ms" for name, us in timings.items()))
 
 
 if __name__ == "__main__":
