@@ -93,7 +93,10 @@ def int8_products():
     packed: dict[tuple[int, int], object] = {}
     plain = packed_linear.linear
 
-    def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def linear(
+        x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, bfloat16: bool = False
+    ) -> torch.Tensor:
+        # int8 replaces whatever precision the decoder asked for (it runs fp32 in this probe).
         key = (id(weight), id(bias))
         if key not in packed:
             with warnings.catch_warnings():
