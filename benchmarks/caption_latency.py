@@ -37,6 +37,12 @@ def latency_photo() -> Path:
     return photo
 
 
+def latency_regions(captioner: Captioner) -> torch.Tensor:
+    """The latency photo as (1, R, D) region features of ``captioner``'s encoder."""
+    with torch.no_grad():
+        return captioner.model.encode(captioner.model.encoder.preprocess(load_rgb_image(latency_photo())).unsqueeze(0))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)

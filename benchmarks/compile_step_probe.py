@@ -26,11 +26,10 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-from caption_latency import latency_photo  # noqa: E402
+from caption_latency import latency_regions  # noqa: E402
 from packed_linear import median_us  # noqa: E402
 
 from captioner.api import Captioner
-from captioner.data.images import load_rgb_image
 from captioner.models.decoder import ShowAttendTellDecoder
 
 
@@ -81,10 +80,8 @@ def main() -> None:
     decoder = captioner.model.decoder
     config = decoder.config
     beams = 3
+    regions = latency_regions(captioner)
     with torch.no_grad():
-        regions = captioner.model.encode(
-            captioner.model.encoder.preprocess(load_rgb_image(latency_photo())).unsqueeze(0)
-        )
         projected = decoder.project_regions(regions, with_context_terms=True)
         hidden, cell = (part.repeat(beams, 1) for part in decoder.init_state(regions))
         words = torch.tensor([5, 6, 7])

@@ -27,11 +27,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-from caption_latency import latency_photo  # noqa: E402
+from caption_latency import latency_regions  # noqa: E402
 from ood_eval import encode_photos  # noqa: E402
 
 from captioner.api import Captioner
-from captioner.data.images import load_rgb_image
 from captioner.data.readers import load_records
 from captioner.decoding import decode
 from captioner.metrics import score_captions
@@ -55,9 +54,7 @@ def main() -> None:
     settings = captioner.default_settings(3)
     decoder = captioner.model.decoder
     modes = {"fp32": contextlib.nullcontext, "int8 weights": int8_products}
-    photo = latency_photo()
-    with torch.inference_mode():
-        one = captioner.model.encode(captioner.model.encoder.preprocess(load_rgb_image(photo)).unsqueeze(0))
+    one = latency_regions(captioner)
 
     def median_ms(mode, repeat: int = 10) -> float:
         times = []
