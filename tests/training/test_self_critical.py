@@ -8,10 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from captioner.data.text import Vocabulary
+from captioner.data.text import END, Vocabulary
 from captioner.decoding import SearchTokens
 from captioner.models.decoder import DecoderConfig, ShowAttendTellDecoder
-from captioner.training.self_critical import caption_words, sample_captions, self_critical_loss
+from captioner.metrics.cider_reward import CiderDReward
+from captioner.training.self_critical import (
+    caption_words,
+    reward_references,
+    sample_captions,
+    self_critical_loss,
+)
 
 WORDS = ["red", "blue", "circle", "square", "small"]
 
@@ -105,3 +111,57 @@ def test_self_critical_without_a_starting_model_is_refused(tiny_scenes: Path, tm
     status = main(["train", "--config", "scenes_small_cnn", "--data", str(tiny_scenes), "--out", str(tmp_path / "x"),
                    "--set", "optim.objective=self_critical", "--quiet"])
     assert status == 2
+
+
+class RecordingReward:
+    """Scores every caption 0 and keeps what it was asked to score."""
+
+    def __init__(self) -> None:
+        self.captions: list[list[str]] = []
+
+    def scores(self, captions, keys):
+        import numpy as np
+
+        self.captions.extend(list(c) for c in captions)
+        return np.zeros(len(captions))
+
+
+def test_end_token_is_the_last_word_of_finished_captions_only() -> None:
+    vocabulary = Vocabulary(WORDS)
+    _, red, blue, _ = vocabulary.encode(["red", "blue"])
+    end = vocabulary.end_id
+    ids = torch.tensor([[red, end, end], [red, blue, red]])
+    assert caption_words(ids, vocabulary) == [["red"], ["red", "blue", "red"]]
+    assert caption_words(ids, vocabulary, end_token=True) == [["red", END], ["red", "blue", "red"]]
+    assert reward_references([["a", "dog"]], end_token=True) == [["a", "dog", END]]
+    assert reward_references([["a", "dog"]]) == [["a", "dog"]]
+
+
+@pytest.mark.parametrize("baseline", ["mean", "greedy"])
+def test_self_critical_loss_scores_end_token_for_samples_and_greedy_baseline(baseline: str) -> None:
+    vocabulary = Vocabulary(WORDS)
+    decoder = tiny_decoder(vocabulary)
+    reward = RecordingReward()
+    torch.manual_seed(3)
+    self_critical_loss(decoder, torch.randn(16, 3, 4), list(range(16)), reward, vocabulary,
+                       search_tokens(vocabulary), samples=4, baseline=baseline, max_length=4, end_token=True)
+    scored = 16 * 4 + (16 if baseline == "greedy" else 0)
+    assert len(reward.captions) == scored
+    ended = [c for c in reward.captions if c and c[-1] == END]
+    assert all(END not in c[:-1] for c in reward.captions)
+    # Short captions from an untrained decoder: some reach <end> within 4 words, some do not.
+    assert 0 < len(ended) < scored
+    assert all(len(c) <= 4 for c in reward.captions if c not in ended)
+
+
+def test_end_token_reward_prefers_how_people_end_a_caption() -> None:
+    # With <end> scored, a caption cut off after "a" loses the matched ending n-grams of the
+    # whole caption; without it, CIDEr-D has no n-gram that sees where the caption stops.
+    references = [["a", "dog", "runs", "on", "the", "grass"], ["a", "dog", "runs", "through", "the", "grass"]]
+    corpus = {0: references, 1: [["two", "children", "play", "in", "the", "water"]] * 2}
+    whole, cut = ["a", "dog", "runs", "on", "the", "grass"], ["a", "dog", "runs", "on", "the"]
+    plain = CiderDReward(corpus)
+    with_end = CiderDReward({k: reward_references(v, end_token=True) for k, v in corpus.items()})
+    plain_ratio = plain.score(cut, 0) / plain.score(whole, 0)
+    end_ratio = with_end.score(cut + [END], 0) / with_end.score(whole + [END], 0)
+    assert end_ratio < plain_ratio - 0.05, (plain_ratio, end_ratio)

@@ -112,6 +112,10 @@ class SelfCriticalConfig:
     dropout: bool = True
     """Keep the decoder's dropout on while sampling (as ruotianluo's code does); off samples
     from the model that will caption at test time."""
+    reward_end_token: bool = False
+    """Score <end> as a word of every finished caption and of every reference (as ruotianluo's
+    ``array_to_str`` and ``prepro_ngrams`` do), so that the n-grams "red <end>", "of a <end>"
+    must match how people end captions: a caption cut off mid-phrase loses reward."""
 
 
 @dataclass

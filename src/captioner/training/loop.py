@@ -52,7 +52,7 @@ from captioner.training.inputs import (
     regions_from_inputs,
 )
 from captioner.training.distributed import DistributedContext, init_distributed, shutdown_distributed
-from captioner.training.self_critical import self_critical_loss
+from captioner.training.self_critical import reward_references, self_critical_loss
 
 OBJECTIVES = ("cross_entropy", "self_critical")
 
@@ -395,7 +395,7 @@ class TrainStep:
                         outcome = self_critical_loss(
                             self.model.decoder, regions.float(), keys, self.reward, self.vocabulary, self.tokens,
                             samples=scst.samples, baseline=scst.baseline, max_length=scst.max_words,
-                            temperature=scst.temperature,
+                            temperature=scst.temperature, end_token=scst.reward_end_token,
                         )
                         self.model.decoder.train()
                         loss = outcome.loss * (len(piece) / image_total)
@@ -508,7 +508,10 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         # One example per image; its references are the reward's targets.
         dataset = ImageSet(data.train_records, data.train_input)
         collate = collate_images
-        reward = CiderDReward({r.image_id: [tokenize_caption(c) for c in r.captions] for r in data.train_records})
+        reward = CiderDReward({
+            r.image_id: reward_references([tokenize_caption(c) for c in r.captions], config.scst.reward_end_token)
+            for r in data.train_records
+        })
     else:
         dataset = CaptionTrainingSet(
             data.train_records,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from captioner.data.text import Vocabulary
+from captioner.data.text import END, Vocabulary
 from captioner.decoding import SearchTokens, greedy_decode
 from captioner.decoding.types import banned_mask
 from captioner.metrics.cider_reward import CiderDReward
@@ -73,14 +73,22 @@ def sample_captions(
     )
 
 
-def caption_words(token_ids: torch.Tensor, vocabulary: Vocabulary) -> list[list[str]]:
-    """Each row's words up to <end> (the tokens CIDEr-D compares)."""
+def caption_words(token_ids: torch.Tensor, vocabulary: Vocabulary, end_token: bool = False) -> list[list[str]]:
+    """Each row's words up to <end> (the tokens CIDEr-D compares); with ``end_token``, a row
+    that emitted <end> keeps it as its last word."""
     rows = []
     for ids in token_ids.tolist():
-        if vocabulary.end_id in ids:
+        finished = vocabulary.end_id in ids
+        if finished:
             ids = ids[: ids.index(vocabulary.end_id)]
-        rows.append(vocabulary.decode(ids))
+        words = vocabulary.decode(ids)
+        rows.append(words + [END] if end_token and finished else words)
     return rows
+
+
+def reward_references(captions: Sequence[Sequence[str]], end_token: bool = False) -> list[list[str]]:
+    """Tokenized references as the reward compares them: with ``end_token``, each ends in <end>."""
+    return [list(words) + [END] if end_token else list(words) for words in captions]
 
 
 @dataclass
@@ -103,8 +111,12 @@ def self_critical_loss(
     baseline: str = "mean",
     max_length: int = 16,
     temperature: float = 1.0,
+    end_token: bool = False,
 ) -> SelfCriticalStep:
-    """Policy-gradient loss of ``samples`` captions per image against the chosen baseline."""
+    """Policy-gradient loss of ``samples`` captions per image against the chosen baseline.
+
+    ``end_token``: score finished captions with <end> as their last word; ``reward`` must then
+    have been built on references that end in it (``reward_references``)."""
     if baseline not in BASELINES:
         raise ValueError(f"baseline must be one of {BASELINES}, not {baseline!r}")
     if baseline == "mean" and samples < 2:
@@ -114,7 +126,7 @@ def self_critical_loss(
     sampled = sample_captions(decoder, expanded, tokens, max_length, temperature)
     keys = [key for key in image_keys for _ in range(samples)]
     rewards = torch.as_tensor(
-        reward.scores(caption_words(sampled.token_ids, vocabulary), keys), dtype=torch.float32
+        reward.scores(caption_words(sampled.token_ids, vocabulary, end_token), keys), dtype=torch.float32
     ).view(images, samples)
     if baseline == "mean":
         baselines = (rewards.sum(dim=1, keepdim=True) - rewards) / (samples - 1)
@@ -123,7 +135,10 @@ def self_critical_loss(
         decoder.eval()
         greedy = greedy_decode(decoder, regions.detach(), tokens, max_length)
         decoder.train(was_training)
-        greedy_rewards = reward.scores([vocabulary.decode(c.token_ids) for c in greedy], list(image_keys))
+        greedy_words = [
+            vocabulary.decode(c.token_ids) + ([END] if end_token and c.finished else []) for c in greedy
+        ]
+        greedy_rewards = reward.scores(greedy_words, list(image_keys))
         baselines = torch.as_tensor(greedy_rewards, dtype=torch.float32)[:, None].expand(images, samples)
     advantage = (rewards - baselines).reshape(-1, 1).to(regions.device)
     # Average over the words actually written, so long captions do not dominate the gradient.
