@@ -76,19 +76,18 @@ def sample_captions(
 def caption_words(token_ids: torch.Tensor, vocabulary: Vocabulary, end_token: bool = False) -> list[list[str]]:
     """Each row's words up to <end> (the tokens CIDEr-D compares); with ``end_token``, a row
     that emitted <end> keeps it as its last word."""
-    rows = []
-    for ids in token_ids.tolist():
-        finished = vocabulary.end_id in ids
-        if finished:
-            ids = ids[: ids.index(vocabulary.end_id)]
-        words = vocabulary.decode(ids)
-        rows.append(words + [END] if end_token and finished else words)
-    return rows
+    # ``decode`` stops at the first <end>.
+    return [with_end(vocabulary.decode(ids), end_token and vocabulary.end_id in ids) for ids in token_ids.tolist()]
+
+
+def with_end(words: Sequence[str], ended: bool) -> list[str]:
+    """``words``, with <end> as the last word when ``ended``."""
+    return [*words, END] if ended else list(words)
 
 
 def reward_references(captions: Sequence[Sequence[str]], end_token: bool = False) -> list[list[str]]:
     """Tokenized references as the reward compares them: with ``end_token``, each ends in <end>."""
-    return [list(words) + [END] if end_token else list(words) for words in captions]
+    return [with_end(words, end_token) for words in captions]
 
 
 @dataclass
@@ -135,9 +134,7 @@ def self_critical_loss(
         decoder.eval()
         greedy = greedy_decode(decoder, regions.detach(), tokens, max_length)
         decoder.train(was_training)
-        greedy_words = [
-            vocabulary.decode(c.token_ids) + ([END] if end_token and c.finished else []) for c in greedy
-        ]
+        greedy_words = [with_end(vocabulary.decode(c.token_ids), end_token and c.finished) for c in greedy]
         greedy_rewards = reward.scores(greedy_words, list(image_keys))
         baselines = torch.as_tensor(greedy_rewards, dtype=torch.float32)[:, None].expand(images, samples)
     advantage = (rewards - baselines).reshape(-1, 1).to(regions.device)
