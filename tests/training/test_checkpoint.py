@@ -187,3 +187,58 @@ def test_export_command_writes_int8_weights_that_caption_like_the_run(tmp_path, 
     original = Captioner.from_pretrained(tmp_path / "run", device="cpu").caption(image)[0]
     exported = Captioner.from_pretrained(tmp_path / "int8", device="cpu").caption(image)[0]
     assert exported.ok and exported.caption == original.caption
+
+
+@pytest.mark.parametrize("averaged", [False, True])
+def test_init_weights_last_starts_from_the_last_saved_state_not_the_best(tmp_path, averaged):
+    from captioner.training.averaging import WeightAverage
+    from captioner.training.loop import load_initial_weights
+
+    torch.manual_seed(0)
+    config, vocab = small_config(), vocabulary()
+    source = tmp_path / "source"
+    best = build_model(config, vocab)
+    checkpoint.save_run(source, config, vocab, best)
+    last = build_model(config, vocab)  # other random weights: the run went on after its best epoch
+    average = WeightAverage(last, decay=0.5) if averaged else None
+    if average is not None:
+        with torch.no_grad():
+            for parameter in last.parameters():
+                parameter.add_(1.0)
+        average.update()  # the average now lies between the last weights and those 1.0 lower
+    optimizer = torch.optim.Adam(last.parameters())
+    checkpoint.save_training_state(source, last, optimizer, {"epoch": 8}, average.state_dict() if average else None)
+
+    def started(init_weights: str) -> dict[str, torch.Tensor]:
+        run_config = small_config()
+        run_config.init_from, run_config.init_weights = str(source), init_weights
+        model = build_model(run_config, vocab)
+        load_initial_weights(model, run_config)
+        return model.state_dict()
+
+    expected_last = dict(last.state_dict())
+    if average is not None:
+        expected_last.update(average.shadow)
+        assert not torch.equal(average.shadow["decoder.output.weight"], last.state_dict()["decoder.output.weight"])
+    for name, tensor in started("best").items():
+        assert torch.equal(tensor, best.state_dict()[name]), name
+    for name, tensor in started("last").items():
+        assert torch.equal(tensor, expected_last[name]), name
+
+
+def test_init_weights_last_without_a_training_state_says_so(tmp_path):
+    from captioner.errors import ConfigError
+    from captioner.training.loop import load_initial_weights
+
+    config, vocab = small_config(), vocabulary()
+    checkpoint.save_run(tmp_path / "source", config, vocab, build_model(config, vocab))
+    config.init_from, config.init_weights = str(tmp_path / "source"), "last"
+    with pytest.raises(CheckpointError, match=r"training_state.safetensors is missing: .* set init_weights=best"):
+        load_initial_weights(build_model(config, vocab), config)
+    (tmp_path / "source" / "last").mkdir()
+    (tmp_path / "source" / "last" / "training_state.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match=r"is damaged .*init_weights=best") as error:
+        load_initial_weights(build_model(config, vocab), config)
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="init_weights must be one of best, last"):
+        RunConfig.from_dict({"init_weights": "first"})

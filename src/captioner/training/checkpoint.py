@@ -35,6 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from captioner.data.text import Vocabulary
 from captioner.errors import CheckpointError, CaptionerError
+from captioner.training.averaging import SHADOW_PREFIX
 from captioner.training.config import RunConfig
 
 WEIGHTS_FILE = "model.safetensors"
@@ -277,15 +278,13 @@ def load_training_state(
     path = run_dir / LAST_DIR / TRAINING_STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing: nothing to resume in {run_dir}; drop --resume")
+    tensors, metadata = _read_training_state(path, "resume is impossible, start a new run")
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
         trainer_state = json.loads(metadata["trainer"])
         groups = json.loads(metadata["param_groups"])
         python_state = json.loads(metadata["rng.python"])
         numpy_state = json.loads(metadata["rng.numpy"])
-    except (SafetensorError, OSError, KeyError, json.JSONDecodeError) as error:
+    except (KeyError, json.JSONDecodeError) as error:
         raise CheckpointError(f"{path} is damaged ({error}); resume is impossible, start a new run") from None
     load_state_strict(model, _with_prefix(tensors, "model."), path)
     _restore_optimizer(optimizer, _with_prefix(tensors, "optimizer."), groups)
@@ -296,6 +295,30 @@ def load_training_state(
     random.setstate(_as_tuple(python_state))
     _set_numpy_rng_state(numpy_state)
     return trainer_state, _with_prefix(tensors, "extra.")
+
+
+def load_last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    """The weights a run held when it last saved its training state (after its last epoch, for
+    a finished run), named as in ``model.safetensors``: where the run kept a weight average,
+    the average, as ``save_run`` would have saved it."""
+    path = run_dir / LAST_DIR / TRAINING_STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"{path} is missing: {run_dir} kept no training state to start from; set init_weights=best"
+        )
+    tensors, _ = _read_training_state(path, "start from the run's best weights (init_weights=best)")
+    weights = _with_prefix(tensors, "model.")
+    weights.update(_with_prefix(_with_prefix(tensors, "extra."), SHADOW_PREFIX))
+    return weights
+
+
+def _read_training_state(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a training-state file; ``fix`` ends the error line."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata() or {}
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{path} is damaged ({error}); {fix}") from None
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

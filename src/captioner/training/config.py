@@ -163,6 +163,9 @@ class EvalConfig:
             )
 
 
+INIT_WEIGHTS = ("best", "last")
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -174,6 +177,11 @@ class RunConfig:
     init_from: str | None = None
     """A run directory whose weights (and vocabulary) this run starts from, e.g. the
     cross-entropy run that self-critical training fine-tunes."""
+    init_weights: str = "best"
+    """Which of ``init_from``'s weights: "best" (its ``model.safetensors``, the epoch that
+    scored highest on dev) or "last" (the weights of its last epoch, from its ``last/`` training
+    state; the weight average where it kept one). Self-critical training gained more from a
+    cross-entropy model that had fit its training captions for longer (BENCHMARKS.md)."""
     seed: int = 0
     device: str = "auto"
     """"auto" uses CUDA when present, else CPU."""
@@ -189,6 +197,10 @@ class RunConfig:
     """``torch.compile`` the decoder for training (worth it on GPUs for long runs)."""
     threads: int = 0
     """CPU threads for torch (0 = torch's default)."""
+
+    def __post_init__(self) -> None:
+        if self.init_weights not in INIT_WEIGHTS:
+            raise ConfigError(f"init_weights must be one of {', '.join(INIT_WEIGHTS)}, not {self.init_weights!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

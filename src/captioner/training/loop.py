@@ -118,7 +118,8 @@ def restore_model(loaded: checkpoint.LoadedRun) -> CaptioningModel:
 
 
 def load_initial_weights(model: CaptioningModel, config: RunConfig) -> checkpoint.LoadedRun:
-    """Start from ``config.init_from``'s weights; its encoder settings must be this run's."""
+    """Start from ``config.init_from``'s weights (its best or its last, ``config.init_weights``);
+    its encoder settings must be this run's."""
     loaded = checkpoint.load_run(config.init_from)
     for name in ("name", "layer", "image_size"):
         if getattr(loaded.config.encoder, name) != getattr(config.encoder, name):
@@ -127,11 +128,16 @@ def load_initial_weights(model: CaptioningModel, config: RunConfig) -> checkpoin
                 f"{getattr(loaded.config.encoder, name)!r} but this run asks for "
                 f"{getattr(config.encoder, name)!r}"
             )
-    source = loaded.run_dir / checkpoint.WEIGHTS_FILE
-    if checkpoint.has_encoder_weights(loaded.weights):
-        checkpoint.load_state_strict(model, loaded.weights, source)
+    if config.init_weights == "last":
+        weights = checkpoint.load_last_weights(loaded.run_dir)
+        source = loaded.run_dir / checkpoint.LAST_DIR / checkpoint.TRAINING_STATE_FILE
     else:
-        checkpoint.load_state_strict(model.decoder, checkpoint.decoder_weights(loaded.weights), source)
+        weights = loaded.weights
+        source = loaded.run_dir / checkpoint.WEIGHTS_FILE
+    if checkpoint.has_encoder_weights(weights):
+        checkpoint.load_state_strict(model, weights, source)
+    else:
+        checkpoint.load_state_strict(model.decoder, checkpoint.decoder_weights(weights), source)
     return loaded
 
 
@@ -617,7 +623,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     if config.init_from and not resume:
         # Score the starting weights, so "epoch 0" is the bar fine-tuning has to clear.
         metrics, captions = validate()
-        append_history({"epoch": 0, "step": 0, "init_from": config.init_from, "val": metrics, "val_examples": captions[:3]})
+        append_history({"epoch": 0, "step": 0, "init_from": config.init_from, "init_weights": config.init_weights, "val": metrics, "val_examples": captions[:3]})
         log.info("starting weights from %s: val %s %.4f", config.init_from, config.eval.metric, metrics[config.eval.metric])
         best_metrics = keep_best(0, metrics, len(captions))
 
