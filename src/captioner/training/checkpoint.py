@@ -276,9 +276,9 @@ def load_training_state(
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore what ``save_training_state`` wrote; returns the trainer's counters and ``extra``."""
     path = run_dir / LAST_DIR / TRAINING_STATE_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing: nothing to resume in {run_dir}; drop --resume")
-    tensors, metadata = _read_training_state(path, "resume is impossible, start a new run")
+    tensors, metadata = _read_training_state(
+        path, missing=f"nothing to resume in {run_dir}; drop --resume", damaged="resume is impossible, start a new run"
+    )
     try:
         trainer_state = json.loads(metadata["trainer"])
         groups = json.loads(metadata["param_groups"])
@@ -301,24 +301,26 @@ def load_last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The weights a run held when it last saved its training state (after its last epoch, for
     a finished run), named as in ``model.safetensors``: where the run kept a weight average,
     the average, as ``save_run`` would have saved it."""
-    path = run_dir / LAST_DIR / TRAINING_STATE_FILE
-    if not path.is_file():
-        raise CheckpointError(
-            f"{path} is missing: {run_dir} kept no training state to start from; set init_weights=best"
-        )
-    tensors, _ = _read_training_state(path, "start from the run's best weights (init_weights=best)")
+    tensors, _ = _read_training_state(
+        run_dir / LAST_DIR / TRAINING_STATE_FILE,
+        missing=f"{run_dir} kept no training state to start from; set init_weights=best",
+        damaged="start from the run's best weights (init_weights=best)",
+    )
     weights = _with_prefix(tensors, "model.")
     weights.update(_with_prefix(_with_prefix(tensors, "extra."), SHADOW_PREFIX))
     return weights
 
 
-def _read_training_state(path: Path, fix: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a training-state file; ``fix`` ends the error line."""
+def _read_training_state(path: Path, missing: str, damaged: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a training-state file; ``missing`` and ``damaged`` end
+    the error line when it is absent or unreadable."""
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {missing}")
     try:
         with safe_open(str(path), framework="pt") as handle:
             return {name: handle.get_tensor(name) for name in handle.keys()}, handle.metadata() or {}
     except (SafetensorError, OSError) as error:
-        raise CheckpointError(f"{path} is damaged ({error}); {fix}") from None
+        raise CheckpointError(f"{path} is damaged ({error}); {damaged}") from None
 
 
 def _with_prefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

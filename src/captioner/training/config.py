@@ -180,8 +180,9 @@ class RunConfig:
     init_weights: str = "best"
     """Which of ``init_from``'s weights: "best" (its ``model.safetensors``, the epoch that
     scored highest on dev) or "last" (the weights of its last epoch, from its ``last/`` training
-    state; the weight average where it kept one). Self-critical training gained more from a
-    cross-entropy model that had fit its training captions for longer (BENCHMARKS.md)."""
+    state; the weight average where it kept one). Self-critical training climbed faster, though
+    no higher, from a cross-entropy model that had fit its training captions for longer
+    (BENCHMARKS.md)."""
     seed: int = 0
     device: str = "auto"
     """"auto" uses CUDA when present, else CPU."""
