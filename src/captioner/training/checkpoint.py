@@ -243,6 +243,11 @@ TRAINING_STATE_FILE = "training_state.safetensors"
 step with the optimiser or counters of another: it is renamed into place whole or not at all."""
 
 
+def training_state_path(run_dir: Path) -> Path:
+    """Where a run keeps its resume state: ``last/training_state.safetensors``."""
+    return run_dir / LAST_DIR / TRAINING_STATE_FILE
+
+
 def save_training_state(
     run_dir: Path,
     model: torch.nn.Module,
@@ -268,14 +273,14 @@ def save_training_state(
         "rng.python": json.dumps(random.getstate()),
         "rng.numpy": json.dumps(_numpy_rng_state()),
     }
-    atomic_save_tensors(run_dir / LAST_DIR / TRAINING_STATE_FILE, tensors, metadata=metadata)
+    atomic_save_tensors(training_state_path(run_dir), tensors, metadata=metadata)
 
 
 def load_training_state(
     run_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Restore what ``save_training_state`` wrote; returns the trainer's counters and ``extra``."""
-    path = run_dir / LAST_DIR / TRAINING_STATE_FILE
+    path = training_state_path(run_dir)
     tensors, metadata = _read_training_state(
         path, missing=f"nothing to resume in {run_dir}; drop --resume", damaged="resume is impossible, start a new run"
     )
@@ -302,7 +307,7 @@ def load_last_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     a finished run), named as in ``model.safetensors``: where the run kept a weight average,
     the average, as ``save_run`` would have saved it."""
     tensors, _ = _read_training_state(
-        run_dir / LAST_DIR / TRAINING_STATE_FILE,
+        training_state_path(run_dir),
         missing=f"{run_dir} kept no training state to start from; set init_weights=best",
         damaged="start from the run's best weights (init_weights=best)",
     )

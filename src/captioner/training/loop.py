@@ -130,7 +130,7 @@ def load_initial_weights(model: CaptioningModel, config: RunConfig) -> checkpoin
             )
     if config.init_weights == "last":
         weights = checkpoint.load_last_weights(loaded.run_dir)
-        source = loaded.run_dir / checkpoint.LAST_DIR / checkpoint.TRAINING_STATE_FILE
+        source = checkpoint.training_state_path(loaded.run_dir)
     else:
         weights = loaded.weights
         source = loaded.run_dir / checkpoint.WEIGHTS_FILE
@@ -556,7 +556,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         trainer_state, extra = checkpoint.load_training_state(run_dir, model, optimizer)
         state.update(trainer_state)
         if average is not None:
-            average.load_state_dict(extra, run_dir / checkpoint.LAST_DIR / checkpoint.TRAINING_STATE_FILE)
+            average.load_state_dict(extra, checkpoint.training_state_path(run_dir))
         log.info(
             "resuming after epoch %d, batch %d (best %s %.4f)",
             state["epoch"], state["batches_done"], config.eval.metric, state["best_score"],
