@@ -1,0 +1,108 @@
+"""Flickr8k dev CIDEr-D of averaged decoder weights ("model soups", Wortsman et al. 2022).
+
+Usage: .venv/bin/python benchmarks/weight_soup.py --base RUN RUN_OR_WEIGHTS [RUN_OR_WEIGHTS ...]
+
+Self-critical runs that start from the same cross-entropy weights end at different points of a
+basin; the element-wise mean of their decoders is one decoder of the same size. This scores, with
+the validation of ``--base``'s config (its decoding settings, vocabulary and feature cache, as
+the training loop validates):
+
+- each ingredient alone;
+- the uniform soup (the mean of all ingredients);
+- the greedy soup: ingredients in order of their own score, each kept only if the mean with it
+  scores higher than without (Wortsman et al.'s recipe; chosen on dev, like a best epoch).
+
+Every ingredient must share the base's vocabulary and decoder shape. Prints one line per
+evaluation and writes a JSON result (``--out``); ``--save DIR`` writes the greedy soup as a run
+directory (the base's config and vocabulary, the soup's weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
+from scst_eval import decoder_weights, load_base  # noqa: E402
+
+from captioner.decoding import DecodeSettings
+from captioner.training import checkpoint
+from captioner.training.evaluation import caption_records, score_predictions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def mean_weights(ingredients: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The element-wise mean of decoder state dicts with the same keys and shapes."""
+    return {
+        name: torch.stack([weights[name].float() for weights in ingredients]).mean(dim=0).to(tensor.dtype)
+        for name, tensor in ingredients[0].items()
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="run whose config, vocabulary and validation are used")
+    parser.add_argument("ingredients", nargs="+", help="run directories or model.safetensors files")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "weight_soup.json")
+    parser.add_argument("--save", type=Path, help="write the greedy soup here as a run directory")
+    args = parser.parse_args()
+    base, model, data = load_base(args.base, args.threads)
+    settings = DecodeSettings(
+        beam_size=base.config.eval.beam_size,
+        max_length=base.config.data.max_caption_words,
+        length_penalty=base.config.eval.length_penalty,
+        no_repeat_ngram_size=base.config.eval.no_repeat_ngram_size,
+        block_dangling_endings=base.config.eval.block_dangling_endings,
+    )
+
+    def score(weights: dict[str, torch.Tensor], label: str) -> dict[str, float]:
+        model.decoder.load_state_dict(weights)
+        predictions = caption_records(model, data.val_records, data.val_input, data.input_kind, base.vocabulary,
+                                      settings, torch.device("cpu"), progress=False)
+        corpus = score_predictions(predictions, meteor=False).corpus
+        print(f"{label}\tCIDEr-D {corpus['CIDEr']:.4f}\tBLEU-4 {corpus['BLEU-4']:.4f}", flush=True)
+        return {k: v for k, v in corpus.items() if v is not None}
+
+    weights = {spec: decoder_weights(spec, base) for spec in args.ingredients}
+    alone = {spec: score(w, spec) for spec, w in weights.items()}
+    uniform = score(mean_weights(list(weights.values())), f"uniform soup of {len(weights)}")
+
+    order = sorted(weights, key=lambda spec: alone[spec]["CIDEr"], reverse=True)
+    kept, best = [order[0]], alone[order[0]]
+    steps = []
+    for spec in order[1:]:
+        trial = score(mean_weights([weights[s] for s in [*kept, spec]]), f"greedy: {len(kept)} kept + {spec}")
+        steps.append({"added": spec, "kept_before": list(kept), "metrics": trial, "kept": trial["CIDEr"] > best["CIDEr"]})
+        if trial["CIDEr"] > best["CIDEr"]:
+            kept, best = [*kept, spec], trial
+    print(f"greedy soup of {len(kept)}: CIDEr-D {best['CIDEr']:.4f} BLEU-4 {best['BLEU-4']:.4f} ({', '.join(kept)})")
+
+    if args.save is not None:
+        model.load_state_dict(base.weights)  # the base's encoder, so the directory captions photos too
+        model.decoder.load_state_dict(mean_weights([weights[s] for s in kept]))
+        split = base.config.data.val_split
+        checkpoint.save_run(args.save, base.config, base.vocabulary, model,
+                            {"split": split, "soup_of": kept, "decoding": settings.__dict__, **best})
+    results = {
+        "machine": describe_machine(),
+        "command": "benchmarks/weight_soup.py " + " ".join(sys.argv[1:]),
+        "images": len(data.val_records),
+        "decoding": settings.__dict__,
+        "alone": alone,
+        "uniform_soup": uniform,
+        "greedy_steps": steps,
+        "greedy_soup": {"ingredients": kept, "metrics": best},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
