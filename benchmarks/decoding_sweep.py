@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 from scst_eval import decoder_weights, load_base  # noqa: E402
 
-from captioner.decoding import DecodeSettings
-from captioner.training.evaluation import caption_records, score_predictions
+from captioner.training.evaluation import caption_records, run_decode_settings, score_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,13 +38,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decoding_sweep.json")
     args = parser.parse_args()
     base, model, data = load_base(args.base, args.threads)
-    shipped = DecodeSettings(
-        beam_size=base.config.eval.beam_size,
-        max_length=base.config.data.max_caption_words,
-        length_penalty=base.config.eval.length_penalty,
-        no_repeat_ngram_size=base.config.eval.no_repeat_ngram_size,
-        block_dangling_endings=base.config.eval.block_dangling_endings,
-    )
+    shipped = run_decode_settings(base.config)
     results = {"machine": describe_machine(), "command": "benchmarks/decoding_sweep.py " + " ".join(sys.argv[1:]),
                "images": len(data.val_records), "weights": {}}
     for spec in args.weights:

@@ -30,9 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 from scst_eval import decoder_weights, load_base  # noqa: E402
 
-from captioner.decoding import DecodeSettings
 from captioner.training import checkpoint
-from captioner.training.evaluation import caption_records, score_predictions
+from captioner.training.evaluation import caption_records, run_decode_settings, score_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,13 +53,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, help="write the greedy soup here as a run directory")
     args = parser.parse_args()
     base, model, data = load_base(args.base, args.threads)
-    settings = DecodeSettings(
-        beam_size=base.config.eval.beam_size,
-        max_length=base.config.data.max_caption_words,
-        length_penalty=base.config.eval.length_penalty,
-        no_repeat_ngram_size=base.config.eval.no_repeat_ngram_size,
-        block_dangling_endings=base.config.eval.block_dangling_endings,
-    )
+    settings = run_decode_settings(base.config)
 
     def score(weights: dict[str, torch.Tensor], label: str) -> dict[str, float]:
         model.decoder.load_state_dict(weights)

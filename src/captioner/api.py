@@ -13,6 +13,7 @@ the caption names what it sees (``guided_by``; ``caption(..., guidance=False)`` 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,13 @@ from captioner.models.captioning import CaptioningModel
 from captioner.pretrained import resolve_pretrained
 from captioner.training import checkpoint
 from captioner.training.config import RunConfig
-from captioner.training.evaluation import Prediction, caption_records, score_predictions, search_tokens
+from captioner.training.evaluation import (
+    Prediction,
+    caption_records,
+    run_decode_settings,
+    score_predictions,
+    search_tokens,
+)
 from captioner.training.inputs import InputKind, PixelInput
 from captioner.training.loop import resolve_device, restore_model
 
@@ -134,13 +141,8 @@ class Captioner:
 
     def default_settings(self, beam_size: int = 3) -> DecodeSettings:
         margin = self.config.eval.guidance_margin
-        return DecodeSettings(
-            beam_size=beam_size,
-            max_length=self.config.data.max_caption_words,
-            length_penalty=self.config.eval.length_penalty,
-            no_repeat_ngram_size=self.config.eval.no_repeat_ngram_size,
-            constraint_margin=float("inf") if margin is None else margin,
-            block_dangling_endings=self.config.eval.block_dangling_endings,
+        return dataclasses.replace(
+            run_decode_settings(self.config, beam_size), constraint_margin=float("inf") if margin is None else margin
         )
 
     def caption(

@@ -22,6 +22,19 @@ from captioner.training.inputs import InputKind, regions_from_inputs
 
 if TYPE_CHECKING:
     from captioner.guidance import Guide
+    from captioner.training.config import RunConfig
+
+
+def run_decode_settings(config: RunConfig, beam_size: int | None = None) -> DecodeSettings:
+    """The decoding a run's config asks for (its ``eval`` settings, captions up to the data's
+    longest); the loop validates with it. ``beam_size`` overrides the config's."""
+    return DecodeSettings(
+        beam_size=config.eval.beam_size if beam_size is None else beam_size,
+        max_length=config.data.max_caption_words,
+        length_penalty=config.eval.length_penalty,
+        no_repeat_ngram_size=config.eval.no_repeat_ngram_size,
+        block_dangling_endings=config.eval.block_dangling_endings,
+    )
 
 
 def search_tokens(vocabulary: Vocabulary) -> SearchTokens:

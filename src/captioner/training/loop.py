@@ -29,7 +29,6 @@ from captioner.data.batches import CaptionTrainingSet, ImageSet, collate_caption
 from captioner.data.readers import load_records
 from captioner.data.records import CaptionRecord
 from captioner.data.text import Vocabulary, tokenize_caption
-from captioner.decoding import DecodeSettings
 from captioner.encoders.base import Encoder
 from captioner.encoders.cache import FeatureCache
 from captioner.encoders.registry import build_encoder
@@ -41,7 +40,7 @@ from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
 from captioner.training import checkpoint
 from captioner.training.averaging import WeightAverage
 from captioner.training.config import RunConfig
-from captioner.training.evaluation import caption_records, score_predictions, search_tokens
+from captioner.training.evaluation import caption_records, run_decode_settings, score_predictions, search_tokens
 from captioner.training.inputs import (
     CachedInput,
     InputKind,
@@ -567,13 +566,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
         vocabulary.save(run_dir / checkpoint.VOCAB_FILE)
     writer = _summary_writer(run_dir) if context.is_main else None
     history_path = run_dir / "history.jsonl"
-    settings = DecodeSettings(
-        beam_size=config.eval.beam_size,
-        max_length=config.data.max_caption_words,
-        length_penalty=config.eval.length_penalty,
-        no_repeat_ngram_size=config.eval.no_repeat_ngram_size,
-        block_dangling_endings=config.eval.block_dangling_endings,
-    )
+    settings = run_decode_settings(config)
     log.info(
         "training on %d images (%d examples/epoch, %d steps/epoch), validating on %d, vocabulary %d words, "
         "device %s%s",
