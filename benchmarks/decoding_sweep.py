@@ -17,13 +17,12 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-from scst_eval import decoder_weights, load_base  # noqa: E402
+from scst_eval import decoder_weights, dev_scores, load_base  # noqa: E402
 
-from captioner.training.evaluation import caption_records, run_decode_settings, score_predictions
+from captioner.training.evaluation import run_decode_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,10 +47,7 @@ def main() -> None:
             # Beam 1 ignores the length penalty: one setting is enough.
             for length_penalty in args.length_penalties if beam_size > 1 else [shipped.length_penalty]:
                 settings = dataclasses.replace(shipped, beam_size=beam_size, length_penalty=length_penalty)
-                predictions = caption_records(model, data.val_records, data.val_input, data.input_kind,
-                                              base.vocabulary, settings, torch.device("cpu"), progress=False)
-                corpus = score_predictions(predictions, meteor=False).corpus
-                words = sum(len(p.caption.split()) for p in predictions) / len(predictions)
+                corpus, words = dev_scores(model, base, data, settings)
                 rows.append({"beam_size": beam_size, "length_penalty": length_penalty, "CIDEr": corpus["CIDEr"],
                              "BLEU-4": corpus["BLEU-4"], "mean_words": round(words, 2)})
                 print(f"{spec}\tbeam {beam_size}\tlength penalty {length_penalty}\tCIDEr-D {corpus['CIDEr']:.4f}\t"

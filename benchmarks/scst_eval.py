@@ -55,6 +55,18 @@ def load_base(run_dir: str, threads: int) -> tuple[checkpoint.LoadedRun, torch.n
     return base, model, prepare_data(base.config, model.encoder.preprocess, base.vocabulary)
 
 
+def dev_scores(
+    model: torch.nn.Module, base: checkpoint.LoadedRun, data: TrainingData, settings: DecodeSettings
+) -> tuple[dict[str, float], float]:
+    """Corpus scores (no METEOR) of ``model``'s captions of the base's dev images, and their mean
+    length in words."""
+    predictions = caption_records(model, data.val_records, data.val_input, data.input_kind, base.vocabulary,
+                                  settings, torch.device("cpu"), progress=False)
+    corpus = score_predictions(predictions, meteor=False).corpus
+    words = sum(len(p.caption.split()) for p in predictions) / len(predictions)
+    return {k: v for k, v in corpus.items() if v is not None}, words
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", required=True)
@@ -69,10 +81,7 @@ def main() -> None:
         model.decoder.load_state_dict(decoder_weights(spec, base))
         rows = {}
         for name, settings in SETTINGS.items():
-            predictions = caption_records(model, data.val_records, data.val_input, data.input_kind, base.vocabulary,
-                                          settings, torch.device("cpu"), progress=False)
-            corpus = score_predictions(predictions, meteor=False).corpus
-            length = sum(len(p.caption.split()) for p in predictions) / len(predictions)
+            corpus, length = dev_scores(model, base, data, settings)
             rows[name] = {"CIDEr": corpus["CIDEr"], "BLEU-4": corpus["BLEU-4"], "mean_words": round(length, 2)}
             print(f"{spec}\t{name}\tCIDEr-D {corpus['CIDEr']:.4f}\tBLEU-4 {corpus['BLEU-4']:.4f}\t{length:.1f} words",
                   flush=True)

@@ -28,10 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
-from scst_eval import decoder_weights, load_base  # noqa: E402
+from scst_eval import decoder_weights, dev_scores, load_base  # noqa: E402
 
 from captioner.training import checkpoint
-from captioner.training.evaluation import caption_records, run_decode_settings, score_predictions
+from captioner.training.evaluation import run_decode_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,11 +57,9 @@ def main() -> None:
 
     def score(weights: dict[str, torch.Tensor], label: str) -> dict[str, float]:
         model.decoder.load_state_dict(weights)
-        predictions = caption_records(model, data.val_records, data.val_input, data.input_kind, base.vocabulary,
-                                      settings, torch.device("cpu"), progress=False)
-        corpus = score_predictions(predictions, meteor=False).corpus
+        corpus, _ = dev_scores(model, base, data, settings)
         print(f"{label}\tCIDEr-D {corpus['CIDEr']:.4f}\tBLEU-4 {corpus['BLEU-4']:.4f}", flush=True)
-        return {k: v for k, v in corpus.items() if v is not None}
+        return corpus
 
     weights = {spec: decoder_weights(spec, base) for spec in args.ingredients}
     alone = {spec: score(w, spec) for spec, w in weights.items()}
@@ -72,8 +70,9 @@ def main() -> None:
     steps = []
     for spec in order[1:]:
         trial = score(mean_weights([weights[s] for s in [*kept, spec]]), f"greedy: {len(kept)} kept + {spec}")
-        steps.append({"added": spec, "kept_before": list(kept), "metrics": trial, "kept": trial["CIDEr"] > best["CIDEr"]})
-        if trial["CIDEr"] > best["CIDEr"]:
+        gains = trial["CIDEr"] > best["CIDEr"]
+        steps.append({"added": spec, "kept_before": list(kept), "metrics": trial, "kept": gains})
+        if gains:
             kept, best = [*kept, spec], trial
     print(f"greedy soup of {len(kept)}: CIDEr-D {best['CIDEr']:.4f} BLEU-4 {best['BLEU-4']:.4f} ({', '.join(kept)})")
 
