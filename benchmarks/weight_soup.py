@@ -51,13 +51,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "weight_soup.json")
     parser.add_argument("--save", type=Path, help="write the greedy soup here as a run directory")
+    parser.add_argument("--device", default="cpu",
+                        help="where to caption (cuda: as the training loop validates on a GPU machine)")
     args = parser.parse_args()
     base, model, data = load_base(args.base, args.threads)
     settings = run_decode_settings(base.config)
+    device = torch.device(args.device)
+    model.to(device)
 
     def score(weights: dict[str, torch.Tensor], label: str) -> dict[str, float]:
         model.decoder.load_state_dict(weights)
-        corpus, _ = dev_scores(model, base, data, settings)
+        corpus, _ = dev_scores(model, base, data, settings, device)
         print(f"{label}\tCIDEr-D {corpus['CIDEr']:.4f}\tBLEU-4 {corpus['BLEU-4']:.4f}", flush=True)
         return corpus
 
@@ -77,7 +81,7 @@ def main() -> None:
     print(f"greedy soup of {len(kept)}: CIDEr-D {best['CIDEr']:.4f} BLEU-4 {best['BLEU-4']:.4f} ({', '.join(kept)})")
 
     if args.save is not None:
-        model.load_state_dict(base.weights)  # the base's encoder, so the directory captions photos too
+        model.cpu().load_state_dict(base.weights)  # the base's encoder, so the directory captions photos too
         model.decoder.load_state_dict(mean_weights([weights[s] for s in kept]))
         split = base.config.data.val_split
         checkpoint.save_run(args.save, base.config, base.vocabulary, model,

@@ -165,3 +165,83 @@ def test_end_token_reward_prefers_how_people_end_a_caption() -> None:
     plain_ratio = plain.score(cut, 0) / plain.score(whole, 0)
     end_ratio = with_end.score(cut + [END], 0) / with_end.score(whole + [END], 0)
     assert end_ratio < plain_ratio - 0.05, (plain_ratio, end_ratio)
+
+
+class ZeroReward:
+    """Scores every caption 0: the policy gradient vanishes and only a mixed-in loss can move."""
+
+    def scores(self, captions, keys):
+        import numpy as np
+
+        return np.zeros(len(captions))
+
+
+def mixed_objective_step(weight: float):
+    from torch import nn
+
+    from captioner.data.batches import ImageBatch
+    from captioner.data.records import CaptionRecord
+    from captioner.models.captioning import CaptioningModel
+    from captioner.training.config import RunConfig
+    from captioner.training.distributed import DistributedContext
+    from captioner.training.inputs import InputKind
+    from captioner.training.loop import TrainStep
+
+    vocabulary = Vocabulary(WORDS)
+    encoder = nn.Identity()
+    encoder.feature_dim = 4
+    model = CaptioningModel(encoder, tiny_decoder(vocabulary))
+    config = RunConfig()
+    config.optim.objective = "self_critical"
+    config.scst.samples = 3
+    config.scst.cross_entropy_weight = weight
+    records = [
+        CaptionRecord(Path("a.jpg"), ("red circle", "blue square"), "train", "a"),
+        CaptionRecord(Path("b.jpg"), ("small red square",), "train", "b"),
+        CaptionRecord(Path("c.jpg"), ("!!",), "train", "c"),  # tokenizes to nothing: never forced
+    ]
+    optimizer = torch.optim.Adam(model.decoder.parameters(), lr=0.05)
+    step = TrainStep(model, optimizer, config, vocabulary, InputKind.REGIONS, torch.device("cpu"),
+                     DistributedContext(), ZeroReward(), search_tokens(vocabulary), records, None, None)
+    torch.manual_seed(3)
+    batch = ImageBatch(torch.randn(3, 3, 4), torch.tensor([0, 1, 2]))
+    return model, step, batch, vocabulary
+
+
+def forced_log_likelihood(model, batch, vocabulary: Vocabulary, sentences: list[str]) -> float:
+    total = 0.0
+    model.decoder.eval()
+    for row, sentence in enumerate(sentences):
+        caption = torch.tensor([vocabulary.encode(sentence.split())])
+        with torch.no_grad():
+            out = model.decoder(batch.inputs[row : row + 1], caption)
+        total += float(torch.log_softmax(out.logits, dim=-1).gather(2, caption[:, 1:, None]).sum())
+    model.decoder.train()
+    return total
+
+
+def test_mixed_objective_teaches_each_image_its_references_in_turn() -> None:
+    model, step, batch, vocabulary = mixed_objective_step(weight=1.0)
+    # Epoch 1 forces reference (1 + index) % count: image a's second, image b's only one.
+    before = forced_log_likelihood(model, batch, vocabulary, ["blue square", "small red square"])
+    step.epoch = 1
+    for _ in range(20):
+        assert step(batch) is not None
+    after = forced_log_likelihood(model, batch, vocabulary, ["blue square", "small red square"])
+    assert after > before + 5.0, (before, after)
+    forced = forced_log_likelihood(model, batch, vocabulary, ["blue square"])
+    not_forced = forced_log_likelihood(model, batch, vocabulary, ["red circle"])
+    assert forced > not_forced + 2.0, (forced, not_forced)
+    # The next epoch it is image a's first reference's turn.
+    step.epoch = 2
+    for _ in range(40):
+        step(batch)
+    assert forced_log_likelihood(model, batch, vocabulary, ["red circle"]) > not_forced + 2.0
+
+
+def test_pure_self_critical_with_no_advantage_leaves_the_weights_alone() -> None:
+    model, step, batch, _ = mixed_objective_step(weight=0.0)
+    assert step.references is None
+    before = [p.detach().clone() for p in model.decoder.parameters()]
+    step(batch)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.decoder.parameters()))

@@ -116,6 +116,11 @@ class SelfCriticalConfig:
     """Score <end> as a word of every finished caption and of every reference (as ruotianluo's
     ``array_to_str`` and ``prepro_ngrams`` do), so that the n-grams "red <end>", "of a <end>"
     must match how people end captions: a caption cut off mid-phrase loses reward."""
+    cross_entropy_weight: float = 0.0
+    """Add this times the teacher-forced cross-entropy (with the attention penalty) of one human
+    caption per image to the policy-gradient loss (a mixed objective, Paulus et al. 2018): it
+    holds the policy near the people's wording while the reward pulls it towards CIDEr-D. Each
+    epoch an image is forced on its next reference, in turn. 0: pure self-critical."""
 
 
 @dataclass

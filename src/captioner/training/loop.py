@@ -361,6 +361,15 @@ class TrainStep:
         self.autocast_dtype, self.scaler = autocast_dtype, scaler
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         self.forcing = TeacherForcing(model, input_kind)
+        self.epoch = 1
+        """The epoch being trained (set by the loop): picks each image's forced reference."""
+        self.references: dict[int, list[torch.Tensor]] | None = None
+        if reward is not None and config.scst.cross_entropy_weight > 0:
+            self.references = {
+                index: [torch.tensor(vocabulary.encode(words, config.data.max_caption_words), dtype=torch.long)
+                        for words in (tokenize_caption(c) for c in record.captions) if words]
+                for index, record in enumerate(records)
+            }
         self.teacher_forcing: torch.nn.Module = self.forcing
         if config.compile:
             self.teacher_forcing = torch.compile(self.teacher_forcing)
@@ -374,6 +383,27 @@ class TrainStep:
                 self.teacher_forcing, device_ids=[device.index] if device.type == "cuda" else None
             )
             self.teacher_forcing = self.ddp
+
+    def forced_loss(self, piece) -> torch.Tensor:
+        """Teacher-forced loss of the mixed self-critical objective: each image of ``piece`` on
+        its reference number ``epoch + index`` (cycling), so every reference takes its turn and a
+        resumed run forces the same ones."""
+        rows, chosen = [], []
+        for row, index in enumerate(piece.record_indices.tolist()):
+            references = self.references[index]
+            if references:  # an image whose captions all tokenize to nothing is not forced
+                rows.append(row)
+                chosen.append(references[(self.epoch + index) % len(references)])
+        if not chosen:
+            return torch.zeros((), device=self.device)
+        captions = torch.full((len(chosen), max(len(c) for c in chosen)), self.vocabulary.pad_id, dtype=torch.long)
+        for row, caption in enumerate(chosen):
+            captions[row, : len(caption)] = caption
+        captions = captions.to(self.device)
+        inputs = piece.inputs if len(rows) == len(piece) else piece.inputs[torch.tensor(rows, device=piece.inputs.device)]
+        out = self.teacher_forcing(inputs, captions)
+        loss, _ = caption_loss(out, captions, self.vocabulary.pad_id, self.config)
+        return loss
 
     def __call__(self, batch) -> tuple[float, int] | None:
         config, context = self.config, self.context
@@ -403,7 +433,10 @@ class TrainStep:
                             temperature=scst.temperature, end_token=scst.reward_end_token,
                         )
                         self.model.decoder.train()
-                        loss = outcome.loss * (len(piece) / image_total)
+                        loss = outcome.loss
+                        if self.references is not None:
+                            loss = loss + config.scst.cross_entropy_weight * self.forced_loss(piece)
+                        loss = loss * (len(piece) / image_total)
                         tracked = outcome.mean_reward * len(piece)
                     else:
                         out = self.teacher_forcing(piece.inputs, piece.captions)
@@ -643,6 +676,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             )
             model.train()
             step.forcing.sampling_probability = scheduled_sampling_probability(epoch, config)
+            step.epoch = epoch
             epoch_started = time.time()
             bar = tqdm(
                 loader, desc=f"epoch {epoch}/{config.optim.epochs}", unit="batch", initial=state["batches_done"],
