@@ -32,16 +32,9 @@ from scst_eval import decoder_weights, dev_scores, load_base  # noqa: E402
 
 from captioner.training import checkpoint
 from captioner.training.evaluation import run_decode_settings
+from captioner.training.soup import greedy_soup
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def mean_weights(ingredients: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The element-wise mean of decoder state dicts with the same keys and shapes."""
-    return {
-        name: torch.stack([weights[name].float() for weights in ingredients]).mean(dim=0).to(tensor.dtype)
-        for name, tensor in ingredients[0].items()
-    }
 
 
 def main() -> None:
@@ -65,36 +58,25 @@ def main() -> None:
         print(f"{label}\tCIDEr-D {corpus['CIDEr']:.4f}\tBLEU-4 {corpus['BLEU-4']:.4f}", flush=True)
         return corpus
 
-    weights = {spec: decoder_weights(spec, base) for spec in args.ingredients}
-    alone = {spec: score(w, spec) for spec, w in weights.items()}
-    uniform = score(mean_weights(list(weights.values())), f"uniform soup of {len(weights)}")
-
-    order = sorted(weights, key=lambda spec: alone[spec]["CIDEr"], reverse=True)
-    kept, best = [order[0]], alone[order[0]]
-    steps = []
-    for spec in order[1:]:
-        trial = score(mean_weights([weights[s] for s in [*kept, spec]]), f"greedy: {len(kept)} kept + {spec}")
-        gains = trial["CIDEr"] > best["CIDEr"]
-        steps.append({"added": spec, "kept_before": list(kept), "metrics": trial, "kept": gains})
-        if gains:
-            kept, best = [*kept, spec], trial
-    print(f"greedy soup of {len(kept)}: CIDEr-D {best['CIDEr']:.4f} BLEU-4 {best['BLEU-4']:.4f} ({', '.join(kept)})")
+    soup = greedy_soup({spec: decoder_weights(spec, base) for spec in args.ingredients}, score)
+    print(f"greedy soup of {len(soup.ingredients)}: CIDEr-D {soup.metrics['CIDEr']:.4f} "
+          f"BLEU-4 {soup.metrics['BLEU-4']:.4f} ({', '.join(soup.ingredients)})")
 
     if args.save is not None:
         model.cpu().load_state_dict(base.weights)  # the base's encoder, so the directory captions photos too
-        model.decoder.load_state_dict(mean_weights([weights[s] for s in kept]))
+        model.decoder.load_state_dict(soup.weights)
         split = base.config.data.val_split
         checkpoint.save_run(args.save, base.config, base.vocabulary, model,
-                            {"split": split, "soup_of": kept, "decoding": settings.__dict__, **best})
+                            {"split": split, "soup_of": soup.ingredients, "decoding": settings.__dict__, **soup.metrics})
     results = {
         "machine": describe_machine(),
         "command": "benchmarks/weight_soup.py " + " ".join(sys.argv[1:]),
         "images": len(data.val_records),
         "decoding": settings.__dict__,
-        "alone": alone,
-        "uniform_soup": uniform,
-        "greedy_steps": steps,
-        "greedy_soup": {"ingredients": kept, "metrics": best},
+        "alone": soup.alone,
+        "uniform_soup": soup.uniform,
+        "greedy_steps": [step.__dict__ for step in soup.steps],
+        "greedy_soup": {"ingredients": soup.ingredients, "metrics": soup.metrics},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -28,6 +28,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "train",
     "evaluate",
     "score",
+    "soup",
     "export",
     "serve",
 )
