@@ -115,11 +115,7 @@ class CaptionTrainingSet(Dataset[TrainingItem]):
 
         self._encoded: dict[int, list[torch.Tensor]] = {}
         for index, record in enumerate(self.records):
-            encoded = [
-                torch.tensor(vocabulary.encode(tokens, max_length), dtype=torch.long)
-                for tokens in (tokenize_caption(c) for c in record.captions)
-                if tokens
-            ]
+            encoded = encode_captions(record.captions, vocabulary, max_length)
             if encoded:
                 self._encoded[index] = encoded
         if not self._encoded:
@@ -157,6 +153,16 @@ class CaptionTrainingSet(Dataset[TrainingItem]):
         record_index = int(self._served[slot])
         caption = self._encoded[record_index][int(self._choices[slot, draw])]
         return TrainingItem(self.load_input(self.records[record_index], record_index), caption, record_index)
+
+
+def encode_captions(captions: Sequence[str], vocabulary: Vocabulary, max_length: int | None = None) -> list[torch.Tensor]:
+    """Each caption as ``<start> ids <end>`` (at most ``max_length`` words); captions that
+    tokenize to nothing are dropped."""
+    return [
+        torch.tensor(vocabulary.encode(tokens, max_length), dtype=torch.long)
+        for tokens in (tokenize_caption(c) for c in captions)
+        if tokens
+    ]
 
 
 def collate_captions(items: Sequence[TrainingItem]) -> CaptionBatch:

@@ -25,7 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from captioner.data.batches import CaptionTrainingSet, ImageSet, collate_captions, collate_images, make_loader
+from captioner.data.batches import (
+    CaptionTrainingSet,
+    ImageSet,
+    collate_captions,
+    collate_images,
+    encode_captions,
+    make_loader,
+)
 from captioner.data.readers import load_records
 from captioner.data.records import CaptionRecord
 from captioner.data.text import Vocabulary, tokenize_caption
@@ -366,8 +373,7 @@ class TrainStep:
         self.references: dict[int, list[torch.Tensor]] | None = None
         if reward is not None and config.scst.cross_entropy_weight > 0:
             self.references = {
-                index: [torch.tensor(vocabulary.encode(words, config.data.max_caption_words), dtype=torch.long)
-                        for words in (tokenize_caption(c) for c in record.captions) if words]
+                index: encode_captions(record.captions, vocabulary, config.data.max_caption_words)
                 for index, record in enumerate(records)
             }
         self.teacher_forcing: torch.nn.Module = self.forcing
