@@ -14,8 +14,10 @@
 #
 # (as run on 2026-11-26, with the same moves typed inline). Runs on EfficientNet-Lite2 also need
 # its weights package, .gpu_carry/site_lite2, carried by the second call (make_gpu_carry.sh; cut
-# the parts with --first-parts-mb 20,13.5 to leave it room). Other arguments go to
-# gpu_flickr8k_runs.py.
+# the parts with --first-parts-mb 20,13.5 to leave it room). Lite2 runs alone need only that
+# package: on 2026-11-27 the first call carried [.gpu_carry, .f8k_part1] with
+# --first-parts-mb 12 --part-mb 37, five calls in all. Other arguments go to
+# gpu_flickr8k_runs.py (--soup-of RUN,... averages finished runs' decoders after the runs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}

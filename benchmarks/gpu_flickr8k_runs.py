@@ -12,7 +12,8 @@ leaves the card mostly idle, waiting on Python. A run whose ``init_from`` names 
 when that one has finished; ``best_ce`` waits for every cross-entropy run and takes the best. At
 the budget's end the runs still going are interrupted (SIGINT: the trainer saves and stops) and
 recorded as cut, with the epochs they finished. After every change ``summary.json`` is rewritten
-(each run's command, seconds and per-epoch history). At the end the best self-critical run and the
+(each run's command, seconds and per-epoch history). ``--soup-of`` then makes the greedy soup of
+the named runs that finished (benchmarks/weight_soup.py on the GPU). At the end the best self-critical run and the
 fine-tuned run (or the best of each ``--export-best-of`` group) are exported (``captioner export``, fp16) as tar.gz files cut into 15 MB pieces, so
 that they fit the machine's way back (join with ``cat model_NAME.tar.gz.part-* | tar xz``).
 """
