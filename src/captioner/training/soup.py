@@ -103,14 +103,11 @@ def soup_runs(
         raise CheckpointError("a soup needs at least two run directories")
     runs = [checkpoint.load_run(path) for path in run_dirs]
     base = runs[0]
-    # A run directory without encoder weights (an export) takes its encoder from its pretrained source.
+    # The first run's encoder; a run directory without one (an export) takes it from its pretrained source.
     has_encoder = checkpoint.has_encoder_weights(base.weights)
     model = build_model(base.config, base.vocabulary, pretrained_encoder=not has_encoder)
-    base_source = base.run_dir / checkpoint.WEIGHTS_FILE
     if has_encoder:
-        checkpoint.load_state_strict(model, base.weights, base_source)
-    else:
-        checkpoint.load_state_strict(model.decoder, checkpoint.decoder_weights(base.weights), base_source)
+        checkpoint.load_state_strict(model, base.weights, base.run_dir / checkpoint.WEIGHTS_FILE)
     shapes = {name: tuple(t.shape) for name, t in model.decoder.state_dict().items()}
     candidates: dict[str, Weights] = {}
     for run in runs:
