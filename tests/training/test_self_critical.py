@@ -85,7 +85,10 @@ def test_policy_gradient_makes_rewarded_words_likelier(baseline: str) -> None:
     assert after > before + 0.3, (before, after)
 
 
-def test_self_critical_run_starts_from_a_trained_model(tiny_run: Path, tiny_scenes: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cross_entropy_weight", [0.0, 0.5])
+def test_self_critical_run_starts_from_a_trained_model(
+    tiny_run: Path, tiny_scenes: Path, tmp_path: Path, cross_entropy_weight: float
+) -> None:
     from captioner.cli import main
     from captioner.training.checkpoint import load_run
 
@@ -94,9 +97,10 @@ def test_self_critical_run_starts_from_a_trained_model(tiny_run: Path, tiny_scen
         "train", "--config", str(tiny_run / "config.json"), "--data", str(tiny_scenes), "--out", str(out),
         "--epochs", "1", "--set", "optim.objective=self_critical", "--set", f"init_from={tiny_run}",
         "--set", "optim.learning_rate=1e-4", "--set", "optim.warmup_steps=0", "--set", "scst.samples=3",
-        "--set", "threads=1", "--quiet",
+        "--set", f"scst.cross_entropy_weight={cross_entropy_weight}", "--set", "threads=1", "--quiet",
     ])
     assert status == 0
+    assert load_run(out).config.scst.cross_entropy_weight == cross_entropy_weight
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]
     # Epoch 0 scores the starting weights: the same model as tiny_run, so the same validation score.
