@@ -56,13 +56,12 @@ def load_base(run_dir: str, threads: int) -> tuple[checkpoint.LoadedRun, torch.n
 
 
 def dev_scores(
-    model: torch.nn.Module, base: checkpoint.LoadedRun, data: TrainingData, settings: DecodeSettings,
-    device: torch.device = torch.device("cpu"),
+    model: torch.nn.Module, base: checkpoint.LoadedRun, data: TrainingData, settings: DecodeSettings
 ) -> tuple[dict[str, float], float]:
     """Corpus scores (no METEOR) of ``model``'s captions of the base's dev images, and their mean
-    length in words. ``model`` must already be on ``device``."""
+    length in words."""
     predictions = caption_records(model, data.val_records, data.val_input, data.input_kind, base.vocabulary,
-                                  settings, device, progress=False)
+                                  settings, torch.device("cpu"), progress=False)
     corpus = score_predictions(predictions, meteor=False).corpus
     words = sum(len(p.caption.split()) for p in predictions) / len(predictions)
     return {k: v for k, v in corpus.items() if v is not None}, words

@@ -60,6 +60,10 @@ class SoupResult:
     """The greedy soup's scores."""
     weights: Weights = field(default_factory=dict)
     """The greedy soup's decoder weights."""
+    images: int = 0
+    """Validation images each score is over (set by ``soup_runs``)."""
+    decoding: dict = field(default_factory=dict)
+    """The decoding settings they were captioned with (set by ``soup_runs``)."""
 
 
 def greedy_soup(
@@ -143,10 +147,11 @@ def soup_runs(
         return corpus
 
     result = greedy_soup(candidates, score, metric, uniform)
+    result.images, result.decoding = len(data.val_records), dict(settings.__dict__)
     if out is not None:
         model.decoder.load_state_dict(result.weights)
         checkpoint.save_run(Path(out), base.config, base.vocabulary, model.cpu(), {
-            "split": base.config.data.val_split, "images": len(data.val_records), "soup_of": result.ingredients,
-            "decoding": settings.__dict__, **result.metrics,
+            "split": base.config.data.val_split, "images": result.images, "soup_of": result.ingredients,
+            "decoding": result.decoding, **result.metrics,
         })
     return result
