@@ -4,6 +4,7 @@ import pytest
 
 from captioner.errors import ConfigError
 from captioner.recipes import available_recipes, recipe_path
+from captioner.training.pipeline import load_pipeline_recipe
 from captioner.training.config import RunConfig
 
 
@@ -65,5 +66,9 @@ def test_every_shipped_recipe_loads():
     names = available_recipes()
     assert {"scenes_small_cnn", "flickr8k_lite0"} <= set(names)
     for name in names:
+        pipeline = load_pipeline_recipe(name)
+        if pipeline is not None:  # a recipe of several stages: each names a shipped run recipe
+            assert all(stage.recipe in names for stage in pipeline.stages)
+            continue
         config = RunConfig.load(recipe_path(name))
         assert json.loads(json.dumps(config.to_dict())) == config.to_dict()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from captioner.cli._common import apply_overrides, print_json
+from captioner.cli._common import print_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -13,9 +13,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="train a captioner on a dataset",
         description="Train a Show, Attend and Tell captioner. Settings come from --config (a JSON "
         "recipe, see configs/), then the flags, then --set overrides; the full config is saved as "
-        "RUN_DIR/config.json beside the weights.",
+        "RUN_DIR/config.json beside the weights. A recipe of several stages (flickr8k_lite0_shipped: "
+        "features, cross-entropy, self-critical) trains each into OUT/STAGE/ in order, with these "
+        "settings applied to every stage.",
     )
-    parser.add_argument("--config", help="JSON recipe: a file, or a shipped recipe name (scenes_small_cnn, flickr8k_lite0)")
+    parser.add_argument("--config", help="JSON recipe: a file, or a shipped recipe name (scenes_small_cnn, flickr8k_lite0; "
+                        "flickr8k_lite0_shipped runs the shipped model's stages in order)")
     parser.add_argument("--data", help="dataset directory or annotation file")
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--encoder", help="encoder name: efficientnet_lite0, efficientnet_lite2, small_cnn, resnet50, ...")
@@ -55,13 +58,25 @@ FLAG_FIELDS = {
 }
 
 
+def setting_assignments(args: argparse.Namespace) -> list[str]:
+    """The flags and ``--set`` as ``section.field=value`` assignments, in the order they apply."""
+    import json
+
+    flags = [
+        f"{field}={json.dumps(getattr(args, flag))}"
+        for flag, field in FLAG_FIELDS.items()
+        if getattr(args, flag) is not None
+    ]
+    return flags + args.set
+
+
 def config_from_args(args: argparse.Namespace):
     import json
     from pathlib import Path
 
     from captioner.errors import ConfigError
     from captioner.recipes import recipe_path
-    from captioner.training.config import RunConfig
+    from captioner.training.config import RunConfig, apply_overrides
 
     if args.config:
         values = RunConfig.load(recipe_path(args.config)).to_dict()
@@ -69,12 +84,7 @@ def config_from_args(args: argparse.Namespace):
         values = json.loads((Path(args.out) / "config.json").read_text())
     else:
         values = RunConfig().to_dict()
-    assignments = [
-        f"{field}={json.dumps(getattr(args, flag))}"
-        for flag, field in FLAG_FIELDS.items()
-        if getattr(args, flag) is not None
-    ]
-    apply_overrides(values, assignments + args.set)
+    apply_overrides(values, setting_assignments(args))
     config = RunConfig.from_dict(values, source="command line")
     if not config.data.path:
         raise ConfigError("no dataset: pass --data PATH or a --config that sets data.path")
@@ -84,6 +94,9 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from captioner.training.loop import train
 
+    pipeline = pipeline_from_args(args)
+    if pipeline is not None:
+        return run_stages(args, *pipeline)
     config = config_from_args(args)
     result = train(config, args.out, resume=args.resume, progress=not args.quiet)
     summary = {
@@ -96,7 +109,50 @@ def run(args: argparse.Namespace) -> int:
         print_json(summary)
     else:
         best = result.best_metrics
-        scores = "  ".join(f"{k} {v:.4f}" for k, v in best.items() if isinstance(v, float))
         print(f"trained {result.epochs_run} epochs in {result.seconds / 60:.1f} min -> {result.run_dir}")
-        print(f"best epoch {best.get('epoch')}: {scores}")
+        print(f"best epoch {best.get('epoch')}: {format_scores(best)}")
+    return 0
+
+
+def format_scores(metrics: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float))
+
+
+def pipeline_from_args(args: argparse.Namespace):
+    """(recipe, settings) where --config names a recipe of several stages, or where --resume
+    continues one in --out; else None."""
+    from pathlib import Path
+
+    from captioner.training.checkpoint import PIPELINE_FILE
+    from captioner.training.pipeline import load_pipeline_recipe, read_state
+
+    settings = setting_assignments(args)
+    if args.config:
+        recipe = load_pipeline_recipe(args.config)
+        return None if recipe is None else (recipe, settings)
+    if not (args.resume and (Path(args.out) / PIPELINE_FILE).is_file()):
+        return None
+    recipe, saved_settings, _ = read_state(args.out)
+    return recipe, settings or saved_settings
+
+
+def run_stages(args: argparse.Namespace, recipe, settings: list[str]) -> int:
+    """Train a recipe of several stages (``captioner.training.pipeline``) into --out."""
+    import sys
+
+    from captioner.training.pipeline import run_pipeline
+
+    def announce(stage, config) -> None:
+        start = f" from {config.init_from}" if stage.init_from else ""
+        print(f"stage {stage.name}: recipe {stage.recipe}{start} -> {args.out}/{stage.name}", file=sys.stderr, flush=True)
+
+    result = run_pipeline(recipe, args.out, settings, resume=args.resume, progress=not args.quiet, on_stage=announce)
+    final_dir = f"{args.out}/{recipe.stages[-1].name}"
+    if args.json:
+        print_json({"out": str(result.out), "final": final_dir, "stages": result.stages})
+        return 0
+    for name, stage in result.stages.items():
+        print(f"{name}: {stage['epochs']} epochs in {stage['seconds'] / 60:.1f} min, "
+              f"best epoch {stage['best'].get('epoch')}: {format_scores(stage['best'])}")
+    print(f"model: {final_dir} (--checkpoint {args.out} loads it too)")
     return 0

@@ -42,6 +42,8 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 METRICS_FILE = "metrics.json"
+PIPELINE_FILE = "pipeline.json"
+"""In the output folder of a recipe of several stages (``training.pipeline``)."""
 LAST_DIR = "last"
 ENCODER_PREFIX = "encoder."
 DECODER_PREFIX = "decoder."
@@ -201,6 +203,7 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         raise CheckpointError(
             f"{run_dir} is not a directory: pass a run directory written by `captioner train`"
         )
+    run_dir = final_stage(run_dir)
     config_values = read_json(run_dir / CONFIG_FILE, "config")
     try:
         config = RunConfig.from_dict(config_values, source=str(run_dir / CONFIG_FILE))
@@ -211,6 +214,22 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     metrics_path = run_dir / METRICS_FILE
     metrics = read_json(metrics_path, "metrics") if metrics_path.exists() else {}
     return LoadedRun(run_dir, config, vocabulary, weights, metrics)
+
+
+def final_stage(run_dir: Path) -> Path:
+    """The run directory that ``run_dir`` stands for: itself, or for the output folder of a recipe
+    of several stages, its last stage's."""
+    state_path = run_dir / PIPELINE_FILE
+    if (run_dir / CONFIG_FILE).exists() or not state_path.is_file():
+        return run_dir
+    state = read_json(state_path, "pipeline state")
+    final = str(state.get("final", ""))
+    if final not in state.get("finished", {}):
+        raise CheckpointError(
+            f"{run_dir} holds a recipe of several stages whose last stage ({final}) has not finished; "
+            f"finish it with `captioner train --resume --out {run_dir}`"
+        )
+    return run_dir / final
 
 
 def load_state_strict(module: torch.nn.Module, weights: dict[str, torch.Tensor], source: Path) -> None:

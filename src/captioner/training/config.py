@@ -232,6 +232,25 @@ class RunConfig:
         return cls.from_dict(values, source=str(path))
 
 
+def apply_overrides(values: dict[str, Any], assignments: list[str]) -> None:
+    """Apply ``section.field=value`` strings (value parsed as JSON when it can be) in place."""
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep:
+            raise ConfigError(f"--set expects section.field=value, got {assignment!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        target = values
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {key}: {parent!r} is not a section")
+        target[leaf] = value
+
+
 def dataclass_from_dict(cls: type[T], values: dict[str, Any], source: str, prefix: str = "") -> T:
     """Build ``cls`` from plain JSON values, checking every field name and type."""
     hints = typing.get_type_hints(cls)

@@ -37,7 +37,7 @@ from captioner.data.readers import load_records
 from captioner.data.records import CaptionRecord
 from captioner.data.text import Vocabulary, tokenize_caption
 from captioner.encoders.base import Encoder
-from captioner.encoders.cache import FeatureCache
+from captioner.encoders.cache import INDEX_FILE, PROGRESS_FILE, FeatureCache, build_feature_cache
 from captioner.encoders.registry import build_encoder
 from captioner.errors import CaptionerError, CheckpointError, ConfigError
 from captioner.metrics.cider_reward import CiderDReward
@@ -188,6 +188,45 @@ def prepare_data(config: RunConfig, model_preprocess, vocabulary: Vocabulary | N
     if not train_records:
         raise ConfigError(f"no training images in {data.path} (split {data.train_split!r})")
     return TrainingData(train_records, val_records, vocabulary, train_input, val_input, kind)
+
+
+def ensure_feature_caches(
+    config: RunConfig, encoder: Encoder, device: torch.device, distributed: bool, progress: bool
+) -> None:
+    """Encode the run's photos into ``data.feature_cache`` (and ``data.mirror_feature_cache``)
+    where no cache is there yet, as ``captioner features`` would, so that a recipe reading cached
+    features is one command. An interrupted cache resumes; a finished one is left for
+    ``prepare_data`` to check against the run's encoder. A folder that exists and holds something
+    else is not written into."""
+    data = config.data
+    for path, mirrored in ((data.feature_cache, False), (data.mirror_feature_cache, True)):
+        if not path:
+            continue
+        folder = Path(path)
+        unfinished = (folder / PROGRESS_FILE).exists()
+        if (folder / INDEX_FILE).exists() or (folder.exists() and any(folder.iterdir()) and not unfinished):
+            continue
+        if distributed:
+            # The other processes would wait on a collective for as long as the encoding takes,
+            # past the process group's timeout.
+            raise ConfigError(
+                f"feature cache {path} does not exist yet; build it once with `captioner features "
+                f"--data {data.path} --out {path}{' --mirror' if mirrored else ''}` before starting several processes"
+            )
+        records = [
+            record
+            for split in dict.fromkeys((data.train_split, data.val_split))
+            for record in load_records(data.path, split=split, fmt=data.format)
+        ]
+        log.info("%s feature cache %s: encoding the %s and %s photos into it first",
+                 "finishing the" if unfinished else "no", path, data.train_split, data.val_split)
+        # The run then trains exactly as from a cache built beforehand: the model and the data order
+        # are seeded after this (tests/training/test_pipeline.py).
+        report = build_feature_cache(
+            records, encoder, folder, num_workers=data.num_workers, device=device,
+            trunk_only=config.encoder.fine_tune_blocks > 0, progress=progress, mirrored=mirrored,
+        )  # fmt: skip
+        log.info("%s", report.summary())
 
 
 def mirrored_input(config: RunConfig, plain: FeatureCache, train_records: list[CaptionRecord]) -> MirroredInput:
@@ -536,6 +575,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     # The encoder's preprocessing is needed to read the data, and the data's vocabulary to
     # size the decoder: encoder first, then data, then the decoder from a fixed seed.
     encoder = build_encoder(config.encoder)
+    ensure_feature_caches(config, encoder, device, context.enabled, progress and context.is_main)
     data = prepare_data(config, encoder.preprocess, vocabulary)
     vocabulary = data.vocabulary
     torch.manual_seed(config.seed)

@@ -1,0 +1,157 @@
+"""Recipes of several stages (one command: features, cross-entropy, self-critical) and the
+feature cache that training builds where the recipe names one that does not exist yet."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from captioner.errors import CheckpointError, ConfigError
+from captioner.training.pipeline import PipelineRecipe
+from tests.conftest import TINY_TRAINING
+
+# A frozen pretrained encoder (cacheable) at 64 px, so that an epoch takes seconds.
+LITE0_64 = {"name": "efficientnet_lite0", "pretrained": True, "layer": "final", "image_size": 64}
+SMALL = ["--set", "eval.max_images=8", "--set", "data.captions_per_image=1", "--set", "scst.samples=3"]
+
+
+def write_recipes(folder: Path) -> Path:
+    """Two run recipes and the pipeline that chains them, as a user would write them."""
+    base = json.loads((Path(__file__).parents[2] / "configs" / "scenes_small_cnn.json").read_text())
+    base["encoder"] = LITE0_64
+    base["data"]["feature_cache"] = "work/lite0_64"
+    (folder / "first.json").write_text(json.dumps(base))
+    base["optim"].update(objective="self_critical", learning_rate=1e-4, warmup_steps=0)
+    base["init_from"] = "runs/first"  # the pipeline points it at its own first stage
+    (folder / "second.json").write_text(json.dumps(base))
+    pipeline = folder / "pipeline.json"
+    pipeline.write_text(json.dumps({"description": "test", "stages": [
+        {"name": "first", "recipe": "first.json"},
+        {"name": "second", "recipe": "second.json", "init_from": "first"},
+    ]}))  # fmt: skip
+    return pipeline
+
+
+@pytest.mark.slow
+def test_one_command_caches_features_and_trains_each_stage_from_the_one_before(
+    tiny_scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from captioner.cli import main
+    from captioner.training.checkpoint import load_run
+
+    pipeline, out = write_recipes(tmp_path), tmp_path / "out"
+    command = ["train", "--config", str(pipeline), "--data", str(tiny_scenes), "--out", str(out),
+               "--epochs", "1", *TINY_TRAINING, *SMALL]  # fmt: skip
+    assert main(command) == 0
+    assert "model: " in capsys.readouterr().out
+
+    cache = out / "features" / "lite0_64"
+    assert (cache / "index.json").is_file()
+    first, second = load_run(out / "first"), load_run(out / "second")
+    assert first.config.data.feature_cache == second.config.data.feature_cache == str(cache)
+    assert first.config.optim.epochs == second.config.optim.epochs == 1  # command-line flags reach every stage
+    assert second.config.init_from == str(out / "first")
+    assert second.config.optim.objective == "self_critical"
+    history = [json.loads(line) for line in (out / "second" / "history.jsonl").read_text().splitlines()]
+    # The second stage's epoch 0 scores the first stage's best weights.
+    assert history[0]["epoch"] == 0
+    assert history[0]["val"]["CIDEr"] == pytest.approx(first.metrics["CIDEr"], abs=1e-9)
+
+    # The pipeline's folder loads as its last stage, in the API and from the command line.
+    assert load_run(out).run_dir == out / "second"
+    image = next((tiny_scenes / "images").rglob("*.png"))
+    assert main(["caption", str(image), "--checkpoint", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["caption"]
+
+    # Resuming a finished pipeline trains nothing and changes nothing.
+    weights = (out / "second" / "model.safetensors").stat().st_mtime_ns
+    assert main(["train", "--resume", "--out", str(out), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["stages"]) == {"first", "second"}
+    assert (out / "second" / "model.safetensors").stat().st_mtime_ns == weights
+
+
+@pytest.mark.slow
+def test_a_cache_built_by_training_trains_exactly_as_one_built_beforehand(tiny_scenes: Path, tmp_path: Path) -> None:
+    from captioner.cli import main
+
+    recipe = tmp_path / "first.json"
+    write_recipes(tmp_path)
+    common = ["train", "--config", str(recipe), "--data", str(tiny_scenes), "--epochs", "1", *TINY_TRAINING, *SMALL]
+    built_first = tmp_path / "built_first"
+    assert main(["features", "--data", str(tiny_scenes), "--split", "train,val", "--image-size", "64",
+                 "--out", str(built_first), "--no-progress"]) == 0  # fmt: skip
+    assert main([*common, "--feature-cache", str(built_first), "--out", str(tmp_path / "a")]) == 0
+    assert main([*common, "--feature-cache", str(tmp_path / "built_by_training"), "--out", str(tmp_path / "b")]) == 0
+
+    assert (tmp_path / "built_by_training" / "features.npy").read_bytes() == (built_first / "features.npy").read_bytes()
+    weights_a = (tmp_path / "a" / "model.safetensors").read_bytes()
+    assert weights_a == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_stages_are_checked_when_the_recipe_is_read(tmp_path: Path) -> None:
+    source = tmp_path / "pipeline.json"
+
+    def read(stages: object) -> PipelineRecipe:
+        return PipelineRecipe.from_dict({"stages": stages}, source)
+
+    with pytest.raises(ConfigError, match="init_from 'later' is not an earlier stage"):
+        read([{"name": "a", "recipe": "x", "init_from": "later"}, {"name": "later", "recipe": "y"}])
+    with pytest.raises(ConfigError, match="used twice"):
+        read([{"name": "a", "recipe": "x"}, {"name": "a", "recipe": "y"}])
+    with pytest.raises(ConfigError, match="folder name"):
+        read([{"name": "../a", "recipe": "x"}])
+    with pytest.raises(ConfigError, match="folder name"):
+        read([{"name": "features", "recipe": "x"}])
+    with pytest.raises(ConfigError, match="non-empty list"):
+        read([])
+    with pytest.raises(ConfigError, match="stage 1 must be an object"):
+        read([{"name": "a", "recipe": "x", "epochs": 3}])
+    with pytest.raises(ConfigError, match="unknown pipeline setting"):
+        PipelineRecipe.from_dict({"stages": [{"name": "a", "recipe": "x"}], "seed": 1}, source)
+
+
+def test_a_pipeline_whose_last_stage_has_not_finished_does_not_load(tmp_path: Path) -> None:
+    from captioner.training.checkpoint import load_run
+
+    (tmp_path / "pipeline.json").write_text(json.dumps({"final": "second", "finished": {"first": {}}}))
+    with pytest.raises(CheckpointError, match=r"last stage \(second\) has not finished.*--resume"):
+        load_run(tmp_path)
+
+
+def test_training_never_writes_a_cache_into_a_folder_that_holds_something_else(tiny_scenes: Path, tmp_path: Path) -> None:
+    import torch
+
+    from captioner.training.config import RunConfig
+    from captioner.training.loop import ensure_feature_caches, prepare_data
+
+    folder = tmp_path / "my_photos"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("mine")
+    config = RunConfig.from_dict({"data": {"path": str(tiny_scenes), "feature_cache": str(folder)}})
+    ensure_feature_caches(config, encoder=None, device=torch.device("cpu"), distributed=False, progress=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["notes.txt"]
+    with pytest.raises(CheckpointError, match="is not a feature cache"):
+        prepare_data(config, None, None)
+
+
+def test_several_processes_ask_for_the_cache_to_be_built_first(tmp_path: Path) -> None:
+    import torch
+
+    from captioner.training.config import RunConfig
+    from captioner.training.loop import ensure_feature_caches
+
+    config = RunConfig.from_dict({"data": {"path": "data/f8k", "feature_cache": str(tmp_path / "absent")}})
+    with pytest.raises(ConfigError, match=r"does not exist yet; build it once with `captioner features --data data/f8k"):
+        ensure_feature_caches(config, encoder=None, device=torch.device("cpu"), distributed=True, progress=False)
+
+
+def test_resuming_from_a_damaged_pipeline_state_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from captioner.cli import main
+
+    (tmp_path / "pipeline.json").write_text(json.dumps({"final": "second"}))
+    assert main(["train", "--resume", "--out", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0
+    assert "pipeline.json is not the state of a recipe of several stages" in error
