@@ -31,7 +31,7 @@ from captioner.recipes import recipe_path
 from captioner.training import checkpoint
 from captioner.training.checkpoint import PIPELINE_FILE
 from captioner.training.config import RunConfig, apply_overrides
-from captioner.training.loop import TrainResult, train
+from captioner.training.loop import train
 
 FEATURES_DIR = "features"
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -116,15 +116,15 @@ def read_state(out: str | Path) -> tuple[PipelineRecipe, list[str], dict[str, An
     return recipe, settings, finished
 
 
-def stage_config(recipe: PipelineRecipe, stage: Stage, out: Path, configure: Callable[[dict], None]) -> RunConfig:
+def stage_config(recipe: PipelineRecipe, stage: Stage, out: Path, settings: list[str]) -> RunConfig:
     """The stage's run recipe, its feature caches moved under ``out``, the command line's
-    settings (``configure``) on top, and ``init_from`` pointed at the earlier stage."""
+    ``settings`` on top, and ``init_from`` pointed at the earlier stage."""
     local = recipe.source.parent / stage.recipe
     values = RunConfig.load(local if local.suffix == ".json" and local.is_file() else recipe_path(stage.recipe)).to_dict()
     for field in ("feature_cache", "mirror_feature_cache"):
         if values["data"].get(field):
             values["data"][field] = str(out / FEATURES_DIR / Path(values["data"][field]).name)
-    configure(values)
+    apply_overrides(values, settings)
     if stage.init_from:
         values["init_from"] = str(out / stage.init_from)
     config = RunConfig.from_dict(values, source=f"{recipe.source} stage {stage.name}")
@@ -136,10 +136,8 @@ def stage_config(recipe: PipelineRecipe, stage: Stage, out: Path, configure: Cal
 @dataclass
 class PipelineResult:
     out: Path
-    final: TrainResult | None
-    """The last stage's result; ``None`` when every stage had finished before (``--resume``)."""
     stages: dict[str, dict[str, Any]]
-    """Per stage: run_dir, epochs, seconds, best (as the stage's ``metrics.json``)."""
+    """Per finished stage: run_dir, epochs, seconds, best (as the stage's ``metrics.json``)."""
 
 
 def run_pipeline(
@@ -173,19 +171,18 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(state_path, state)
 
-    final: TrainResult | None = None
     for stage in recipe.stages:
         if stage.name in state["finished"]:
             continue
-        config = stage_config(recipe, stage, out, lambda values: apply_overrides(values, settings))
+        config = stage_config(recipe, stage, out, settings)
         if on_stage is not None:
             on_stage(stage, config)
         run_dir = out / stage.name
         resume_stage = resume and checkpoint.training_state_path(run_dir).exists()
-        final = train(config, run_dir, resume=resume_stage, progress=progress)
+        result = train(config, run_dir, resume=resume_stage, progress=progress)
         state["finished"][stage.name] = {
-            "run_dir": str(run_dir), "epochs": final.epochs_run, "seconds": round(final.seconds, 1),
-            "best": final.best_metrics,
+            "run_dir": str(run_dir), "epochs": result.epochs_run, "seconds": round(result.seconds, 1),
+            "best": result.best_metrics,
         }  # fmt: skip
         checkpoint.write_json(state_path, state)
-    return PipelineResult(out, final, state["finished"])
+    return PipelineResult(out, state["finished"])
