@@ -18,24 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
+from gpu_flickr8k_runs import best_of_history, read_history  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def stage_history(run_dir: Path) -> dict:
-    """Dev CIDEr-D by epoch (epoch 0: the starting weights of a self-critical stage) and the best."""
-    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines() if line.strip()]
-    scored = [entry for entry in history if entry.get("val")]
-    best = max(scored, key=lambda entry: entry["val"]["CIDEr"])
+    """Dev CIDEr-D by epoch (epoch 0: the starting weights of a self-critical stage) and the best
+    trained epoch."""
+    history = read_history(run_dir)
+    best = best_of_history(history) or {}
     return {
-        "dev_cider_by_epoch": {entry["epoch"]: round(entry["val"]["CIDEr"], 4) for entry in scored},
-        "best_epoch": best["epoch"],
-        "best_dev": {name: round(value, 4) for name, value in best["val"].items()},
+        "dev_cider_by_epoch": {entry["epoch"]: round(entry["val"]["CIDEr"], 4) for entry in history if "val" in entry},
+        "best_epoch": best.pop("epoch", None),
+        "best_dev": {name: round(value, 4) for name, value in best.items()},
         "training_step_seconds": round(sum(entry.get("train_seconds", 0.0) for entry in history), 1),
     }
 
@@ -64,7 +67,7 @@ def main() -> int:
     train = [sys.executable, "-m", "captioner", "train", "--config", "flickr8k_lite0_shipped", "--data", args.data,
              "--device", "cpu", "--out", str(run_dir), "--quiet", *(["--set", "cpu_bf16=false"] if args.no_bf16 else [])]  # fmt: skip
     summary: dict = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": describe_machine(),
         "command": " ".join(train),
     }
     started = time.time()
