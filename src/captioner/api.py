@@ -2,7 +2,7 @@
 
     from captioner.api import Captioner
     captioner = Captioner.from_pretrained()            # the model shipped in the package
-    captioner = Captioner.from_pretrained("runs/my")   # or any run directory
+    captioner = Captioner.from_pretrained("runs/my")   # or any run directory (or ensemble of runs)
     for result in captioner.caption(["a.jpg", "b.jpg"], beam_size=3):
         print(result.source, result.caption, result.attention.shape)
 
@@ -42,6 +42,7 @@ from captioner.training.evaluation import (
     score_predictions,
     search_tokens,
 )
+from captioner.training.ensemble import is_ensemble, load_ensemble
 from captioner.training.inputs import InputKind, PixelInput
 from captioner.training.loop import resolve_device, restore_model
 
@@ -128,9 +129,15 @@ class Captioner:
         little less exact; elsewhere the model stays fp32 and ``captioner.precision`` says so.
         """
         run_dir = resolve_pretrained(name_or_path)
+        resolved = resolve_device(device)
+        if is_ensemble(run_dir):
+            ensemble = load_ensemble(run_dir)
+            return cls(
+                ensemble.model.to(resolved), ensemble.vocabulary, ensemble.config, resolved, str(run_dir),
+                ensemble.metrics, precision,
+            )
         loaded = checkpoint.load_run(run_dir)
         model = restore_model(loaded)
-        resolved = resolve_device(device)
         return cls(
             model.to(resolved), loaded.vocabulary, loaded.config, resolved, str(run_dir), loaded.metrics, precision
         )

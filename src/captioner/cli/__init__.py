@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "score",
     "soup",
+    "ensemble",
     "export",
     "serve",
 )

@@ -1,7 +1,8 @@
 """Models that ship inside the package, so that captioning works offline right after install.
 
 Each subfolder is a complete run directory (``model.safetensors``, ``config.json``,
-``vocab.json``, ``metrics.json``, ``README.md`` with its data and licence).
+``vocab.json``, ``metrics.json``, ``README.md`` with its data and licence), or an ensemble of
+such directories (``ensemble.json``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ DEFAULT_MODEL = "flickr8k-lite0"
 
 
 def available_models() -> list[str]:
-    return sorted(p.name for p in PRETRAINED_DIR.iterdir() if (p / "model.safetensors").is_file())
+    return sorted(
+        p.name for p in PRETRAINED_DIR.iterdir()
+        if (p / "model.safetensors").is_file() or (p / "ensemble.json").is_file()
+    )
 
 
 def resolve_pretrained(name_or_path: str | Path | None) -> Path:

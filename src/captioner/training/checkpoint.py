@@ -43,6 +43,7 @@ CONFIG_FILE = "config.json"
 VOCAB_FILE = "vocab.json"
 METRICS_FILE = "metrics.json"
 PIPELINE_FILE = "pipeline.json"
+ENSEMBLE_FILE = "ensemble.json"
 """In the output folder of a recipe of several stages (``training.pipeline``)."""
 LAST_DIR = "last"
 ENCODER_PREFIX = "encoder."
@@ -202,6 +203,11 @@ def load_run(run_dir: str | Path) -> LoadedRun:
     if not run_dir.is_dir():
         raise CheckpointError(
             f"{run_dir} is not a directory: pass a run directory written by `captioner train`"
+        )
+    if (run_dir / ENSEMBLE_FILE).is_file():
+        raise CheckpointError(
+            f"{run_dir} is an ensemble of runs: caption or evaluate with it as it is, or pass one of its "
+            f"members ({run_dir / 'members'}/N) here"
         )
     run_dir = final_stage(run_dir)
     config_values = read_json(run_dir / CONFIG_FILE, "config")
