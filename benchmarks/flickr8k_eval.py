@@ -105,7 +105,7 @@ def main() -> None:
         sweep(captioner, regions, records, references, args)
     if args.write_metrics:
         path = Path(captioner.source) / "metrics.json"
-        metrics = json.loads(path.read_text())
+        metrics = json.loads(path.read_text()) if path.exists() else {}
         metrics["flickr8k_dev_from_photos"] = table
         metrics["flickr8k_dev_from_photos_note"] = (
             "'beam N': the decoder alone (captioner caption --no-guidance); 'beam N, guided': "

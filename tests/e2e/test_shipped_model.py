@@ -26,9 +26,21 @@ def shipped() -> Captioner:
 def test_the_default_model_ships_small_and_complete():
     assert DEFAULT_MODEL in available_models()
     directory = PRETRAINED_DIR / DEFAULT_MODEL
-    for name in ("model.safetensors", "config.json", "vocab.json", "metrics.json", "README.md"):
+    for name in ("ensemble.json", "metrics.json", "README.md"):
         assert (directory / name).is_file(), name
+    members = [directory / m["path"] for m in json.loads((directory / "ensemble.json").read_text())["members"]]
+    for member in members:
+        for name in ("model.safetensors", "config.json", "vocab.json"):
+            assert (member / name).is_file(), (member, name)
+    assert sum((member / "model.safetensors").stat().st_size for member in members) < 30e6
+
+
+def test_the_single_lite0_model_still_ships_by_name():
+    directory = PRETRAINED_DIR / "flickr8k-lite0"
+    assert "flickr8k-lite0" in available_models()
     assert (directory / "model.safetensors").stat().st_size < 30e6
+    (result,) = Captioner.from_pretrained("flickr8k-lite0").caption(ROOT / "examples" / "photos" / "dog_german_shepherd.jpg")
+    assert "dog" in result.words, result.caption
 
 
 def test_example_photos_get_plain_english_captions_with_attention(shipped):
@@ -43,14 +55,14 @@ def test_example_photos_get_plain_english_captions_with_attention(shipped):
 
 
 def test_shipped_captions_never_end_where_flickr8k_captions_never_end(shipped):
-    # The astronaut's caption without guidance once ended "... playing with a red".
+    # The mariachi band's caption without the rule ends "... playing in a red".
     endings = shipped.vocabulary.endings
     assert endings is not None and {"a", "the", "of", "with"} <= endings.words
     for guidance in (False, True):
         for result in shipped.caption(PHOTOS, beam_size=3, guidance=guidance):
             previous, last = (["<start>", *result.words])[-2:]
             assert not endings.dangling(previous, last), result.caption
-    (unruled,) = shipped.caption(ROOT / "examples" / "photos" / "astronaut.jpg", guidance=False,
+    (unruled,) = shipped.caption(ROOT / "examples" / "photos" / "mariachi_band.jpg", guidance=False,
                                  block_dangling_endings=False)
     assert unruled.words[-2:] == ["a", "red"], unruled.caption
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from captioner.errors import CheckpointError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL = "flickr8k-lite0"
+DEFAULT_MODEL = "flickr8k-ensemble"
 
 
 def available_models() -> list[str]:

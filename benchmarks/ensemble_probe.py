@@ -1,0 +1,210 @@
+"""Flickr8k dev CIDEr-D of ensembles of decoders, each reading its own encoder's cached grid.
+
+Usage: .venv/bin/python benchmarks/ensemble_probe.py --base RUN --caches lite0=DIR,lite2=DIR \
+           [--weights 0.5,0.5] CACHE:WEIGHTS [CACHE:WEIGHTS ...]
+
+``--base`` is a run with the members' vocabulary (its config and dev records are used). Each
+member is ``CACHE:WEIGHTS``: the name of one of ``--caches`` (feature caches of the dev photos,
+all with the same grid) and decoder weights as in ``scst_eval.py`` (a run or export directory).
+The members' next-word distributions are mixed with ``--weights`` (default: equal), p(w) =
+sum_i weight_i p_i(w), and the search runs on the mixture with the shipped decoding settings
+(beam 3, length penalty 1.0, no repeated trigram, no dangling endings, no guidance). Prints
+CIDEr-D and BLEU-4 and appends one JSON line to ``--out``.
+
+``--teacher-dataset DIR``: instead, caption the base's training photos with the ensemble (the
+caches must hold them) and write DIR as a copy of the base's Flickr8k folder (split lists and
+images linked, not copied) whose token file adds each training photo's ensemble caption as its
+sixth caption: the data of a distillation run (BENCHMARKS.md, "Ensembles of decoders").
+
+``--latency``: instead, time captioning one 224 px photo with the ensemble as a captioning path
+would run it (each member's encoder as its export's config names it, run once per distinct
+encoder; the mixture's beam 3 search), median of 20, as ``caption_latency.py`` times one model.
+
+A probe, not a captioning path: captioning with an ensemble would need every member's encoder
+on every photo (see BENCHMARKS.md, "Ensembles of decoders").
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
+from scst_eval import decoder_weights, load_base  # noqa: E402
+
+from captioner.api import Captioner
+from captioner.data.images import load_rgb_image
+from captioner.data.readers.flickr8k import SPLIT_FILES, TOKEN_FILE
+from captioner.decoding import DecodeSettings, decode
+from captioner.encoders.cache import FeatureCache
+from captioner.models.decoder import ShowAttendTellDecoder, StepOutput
+from captioner.training.evaluation import caption_records, score_predictions, search_tokens
+from captioner.training.inputs import CachedInput
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class DecoderMixture(torch.nn.Module):
+    """The decoder interface the searches use (``init_state``, ``project_regions``, ``step``),
+    over members that each read one slice of the concatenated region features. States and
+    projected regions are the members' concatenated along their last dimension."""
+
+    def __init__(self, members: list[ShowAttendTellDecoder], slices: list[slice], weights: list[float]) -> None:
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.slices = slices
+        self.log_weights = [math.log(w) for w in weights]
+        self.vocab_size = members[0].vocab_size
+        self.hidden_sizes = [m.config.hidden_dim for m in members]
+        self.projected_widths: list[int] = []
+
+    def project_regions(self, regions: torch.Tensor, with_context_terms: bool = False) -> torch.Tensor:
+        parts = [
+            m.project_regions(regions[..., s], with_context_terms=with_context_terms)
+            for m, s in zip(self.members, self.slices)
+        ]
+        self.projected_widths = [p.size(2) for p in parts]
+        return torch.cat(parts, dim=2)
+
+    def init_state(self, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = [m.init_state(regions[..., s]) for m, s in zip(self.members, self.slices)]
+        return torch.cat([h for h, _ in states], dim=1), torch.cat([c for _, c in states], dim=1)
+
+    def step(self, words, state, regions, projected) -> StepOutput:  # noqa: ANN001
+        hidden = state[0].split(self.hidden_sizes, dim=1)
+        cell = state[1].split(self.hidden_sizes, dim=1)
+        outs = [
+            m.step(words, (h, c), regions[..., s], p)
+            for m, s, h, c, p in zip(self.members, self.slices, hidden, cell,
+                                     projected.split(self.projected_widths, dim=2))
+        ]
+        mixed = torch.logsumexp(
+            torch.stack([torch.log_softmax(o.logits.float(), dim=-1) + w for o, w in zip(outs, self.log_weights)]),
+            dim=0,
+        )
+        new_state = (torch.cat([o.state[0] for o in outs], dim=1), torch.cat([o.state[1] for o in outs], dim=1))
+        return StepOutput(mixed, new_state, torch.stack([o.alpha for o in outs]).mean(dim=0))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True)
+    parser.add_argument("--caches", required=True, help="name=DIR pairs, comma-separated")
+    parser.add_argument("--weights", help="comma-separated mixture weights (default: equal)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ensemble_probe.jsonl")
+    parser.add_argument("--latency", action="store_true", help="time one photo instead of scoring dev")
+    parser.add_argument("--teacher-dataset", type=Path, help="write a Flickr8k folder with the ensemble's captions added")
+    parser.add_argument("members", nargs="+")
+    args = parser.parse_args()
+    if args.latency:
+        time_one_photo(args.members, args.weights, args.threads)
+        return
+    base, model, data = load_base(args.base, args.threads)
+    caches = dict(pair.split("=", 1) for pair in args.caches.split(","))
+    inputs = {name: CachedInput(FeatureCache.open(path)) for name, path in caches.items()}
+    names = list(caches)
+    width = model.decoder.feature_dim
+    slices = {name: slice(i * width, (i + 1) * width) for i, name in enumerate(names)}
+
+    members, member_slices = [], []
+    for spec in args.members:
+        cache, weights_path = spec.split(":", 1)
+        decoder = copy.deepcopy(model.decoder)
+        decoder.load_state_dict(decoder_weights(weights_path, base))
+        members.append(decoder.eval())
+        member_slices.append(slices[cache])
+    weights = [float(w) for w in args.weights.split(",")] if args.weights else [1 / len(members)] * len(members)
+    if len(weights) != len(members):
+        parser.error(f"{len(members)} members but {len(weights)} weights")
+    model.decoder = DecoderMixture(members, member_slices, weights).eval()
+
+    def load_input(record, index):  # noqa: ANN001, ANN202
+        return torch.cat([inputs[name](record, index) for name in names], dim=-1)
+
+    settings = DecodeSettings(beam_size=3, max_length=base.config.data.max_caption_words, length_penalty=1.0,
+                              no_repeat_ngram_size=3, block_dangling_endings=True)
+    if args.teacher_dataset:
+        write_teacher_dataset(args.teacher_dataset, Path(base.config.data.path), caption_records(
+            model, data.train_records, load_input, data.input_kind, base.vocabulary, settings, torch.device("cpu")))
+        return
+    started = time.perf_counter()
+    predictions = caption_records(model, data.val_records, load_input, data.input_kind, base.vocabulary,
+                                  settings, torch.device("cpu"), progress=False)
+    corpus = score_predictions(predictions, meteor=False).corpus
+    row = {"members": args.members, "weights": weights, "caches": caches, "images": len(predictions),
+           "CIDEr": round(corpus["CIDEr"], 4), "BLEU-4": round(corpus["BLEU-4"], 4),
+           "seconds": round(time.perf_counter() - started, 1), "machine": describe_machine()}
+    print(f"CIDEr-D {row['CIDEr']:.4f}  BLEU-4 {row['BLEU-4']:.4f}  weights {weights}  {' '.join(args.members)}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+
+
+def write_teacher_dataset(out: Path, source: Path, predictions: list) -> None:
+    """``source`` (a Flickr8k folder) with each prediction's caption added to its photo's captions."""
+    source = source.resolve()
+    lines = (source / TOKEN_FILE).read_text(encoding="utf-8").splitlines()
+    lines += [f"{Path(p.record.image_path).name}#5\t{p.caption}" for p in predictions]
+    out.mkdir(parents=True, exist_ok=True)
+    (out / TOKEN_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for name in (*SPLIT_FILES.values(), "images", "README.md"):
+        if (source / name).exists() and not (out / name).exists():
+            (out / name).symlink_to(source / name)
+    print(f"wrote {out}: {len(predictions)} teacher captions, e.g. {predictions[0].caption!r}")
+
+
+def time_one_photo(members: list[str], weights_arg: str | None, threads: int, repeat: int = 20) -> None:
+    """Median times of one photo's load, encoders and mixture search (and the share outside
+    the CNN forwards)."""
+    from caption_latency import latency_photo  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    print(describe_machine())
+    captioners = [Captioner.from_pretrained(spec.split(":", 1)[1], device="cpu") for spec in members]
+    encoders: dict[str, torch.nn.Module] = {}
+    for captioner in captioners:
+        encoders.setdefault(captioner.config.encoder.name, captioner.model)
+    names = list(encoders)
+    width = captioners[0].model.decoder.feature_dim
+    slices = [slice(names.index(c.config.encoder.name) * width, (names.index(c.config.encoder.name) + 1) * width)
+              for c in captioners]
+    weights = [float(w) for w in weights_arg.split(",")] if weights_arg else [1 / len(members)] * len(members)
+    mixture = DecoderMixture([c.model.decoder for c in captioners], slices, weights).eval()
+    preprocess = captioners[0].model.encoder.preprocess
+    tokens = search_tokens(captioners[0].vocabulary)
+    settings = captioners[0].default_settings(3)
+    photo = latency_photo()
+    parts: dict[str, list[float]] = {"load+preprocess": [], "cnns": [], "beam search": [], "total": []}
+    caption = ""
+    for repetition in range(repeat + 2):
+        t0 = time.perf_counter()
+        pixels = preprocess(load_rgb_image(photo)).unsqueeze(0)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            regions = torch.cat([encoders[name].encode(pixels) for name in names], dim=-1)
+            t2 = time.perf_counter()
+            (decoded,) = decode(mixture, regions, tokens, settings)
+        caption = " ".join(captioners[0].vocabulary.decode(decoded.token_ids))
+        t3 = time.perf_counter()
+        if repetition >= 2:
+            for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
+                parts[name].append(value)
+    medians = {name: statistics.median(values) * 1000 for name, values in parts.items()}
+    print(f"{' + '.join(names)}, {len(members)} decoders, weights {weights}: {caption!r}")
+    for name, value in medians.items():
+        print(f"{name:<16} {value:8.1f} ms (median of {repeat})")
+    print(f"share outside the CNN forwards: {1 - medians['cnns'] / medians['total']:.0%}")
+
+
+if __name__ == "__main__":
+    main()
