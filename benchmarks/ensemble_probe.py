@@ -16,12 +16,6 @@ caches must hold them) and write DIR as a copy of the base's Flickr8k folder (sp
 images linked, not copied) whose token file adds each training photo's ensemble caption as its
 sixth caption: the data of a distillation run (BENCHMARKS.md, "Ensembles of decoders").
 
-``--latency``: instead, time captioning one 224 px photo with the ensemble as a captioning path
-would run it (each member's encoder as its export's config names it, run once per distinct
-encoder; the mixture's beam 3 search), median of 20, as ``caption_latency.py`` times one model.
-
-A probe, not a captioning path: captioning with an ensemble would need every member's encoder
-on every photo (see BENCHMARKS.md, "Ensembles of decoders").
 """
 
 from __future__ import annotations
@@ -30,7 +24,6 @@ import argparse
 import copy
 import json
 import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -41,13 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 from scst_eval import decoder_weights, load_base  # noqa: E402
 
-from captioner.api import Captioner
-from captioner.data.images import load_rgb_image
 from captioner.data.readers.flickr8k import SPLIT_FILES, TOKEN_FILE
-from captioner.decoding import DecodeSettings, decode
+from captioner.decoding import DecodeSettings
 from captioner.encoders.cache import FeatureCache
 from captioner.models.decoder import ShowAttendTellDecoder, StepOutput
-from captioner.training.evaluation import caption_records, score_predictions, search_tokens
+from captioner.training.evaluation import caption_records, score_predictions
 from captioner.training.inputs import CachedInput
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,13 +93,9 @@ def main() -> None:
     parser.add_argument("--weights", help="comma-separated mixture weights (default: equal)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ensemble_probe.jsonl")
-    parser.add_argument("--latency", action="store_true", help="time one photo instead of scoring dev")
     parser.add_argument("--teacher-dataset", type=Path, help="write a Flickr8k folder with the ensemble's captions added")
     parser.add_argument("members", nargs="+")
     args = parser.parse_args()
-    if args.latency:
-        time_one_photo(args.members, args.weights, args.threads)
-        return
     base, model, data = load_base(args.base, args.threads)
     caches = dict(pair.split("=", 1) for pair in args.caches.split(","))
     inputs = {name: CachedInput(FeatureCache.open(path)) for name, path in caches.items()}
@@ -161,49 +148,6 @@ def write_teacher_dataset(out: Path, source: Path, predictions: list) -> None:
         if (source / name).exists() and not (out / name).exists():
             (out / name).symlink_to(source / name)
     print(f"wrote {out}: {len(predictions)} teacher captions, e.g. {predictions[0].caption!r}")
-
-
-def time_one_photo(members: list[str], weights_arg: str | None, threads: int, repeat: int = 20) -> None:
-    """Median times of one photo's load, encoders and mixture search (and the share outside
-    the CNN forwards)."""
-    from caption_latency import latency_photo  # noqa: PLC0415
-
-    torch.set_num_threads(threads)
-    print(describe_machine())
-    captioners = [Captioner.from_pretrained(spec.split(":", 1)[1], device="cpu") for spec in members]
-    encoders: dict[str, torch.nn.Module] = {}
-    for captioner in captioners:
-        encoders.setdefault(captioner.config.encoder.name, captioner.model)
-    names = list(encoders)
-    width = captioners[0].model.decoder.feature_dim
-    slices = [slice(names.index(c.config.encoder.name) * width, (names.index(c.config.encoder.name) + 1) * width)
-              for c in captioners]
-    weights = [float(w) for w in weights_arg.split(",")] if weights_arg else [1 / len(members)] * len(members)
-    mixture = DecoderMixture([c.model.decoder for c in captioners], slices, weights).eval()
-    preprocess = captioners[0].model.encoder.preprocess
-    tokens = search_tokens(captioners[0].vocabulary)
-    settings = captioners[0].default_settings(3)
-    photo = latency_photo()
-    parts: dict[str, list[float]] = {"load+preprocess": [], "cnns": [], "beam search": [], "total": []}
-    caption = ""
-    for repetition in range(repeat + 2):
-        t0 = time.perf_counter()
-        pixels = preprocess(load_rgb_image(photo)).unsqueeze(0)
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            regions = torch.cat([encoders[name].encode(pixels) for name in names], dim=-1)
-            t2 = time.perf_counter()
-            (decoded,) = decode(mixture, regions, tokens, settings)
-        caption = " ".join(captioners[0].vocabulary.decode(decoded.token_ids))
-        t3 = time.perf_counter()
-        if repetition >= 2:
-            for name, value in zip(parts, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
-                parts[name].append(value)
-    medians = {name: statistics.median(values) * 1000 for name, values in parts.items()}
-    print(f"{' + '.join(names)}, {len(members)} decoders, weights {weights}: {caption!r}")
-    for name, value in medians.items():
-        print(f"{name:<16} {value:8.1f} ms (median of {repeat})")
-    print(f"share outside the CNN forwards: {1 - medians['cnns'] / medians['total']:.0%}")
 
 
 if __name__ == "__main__":
