@@ -108,3 +108,11 @@ def test_the_ensemble_sets_its_own_decoding_settings(tiny_run: Path, tmp_path: P
     assert "eval.FIELD=VALUE only" in capsys.readouterr().err
     assert main(["ensemble", str(tiny_run), "--out", str(tmp_path / "y"), "--set", "eval.no_such=1"]) == 2
     assert "no_such" in capsys.readouterr().err
+
+
+def test_a_member_of_an_ensemble_can_join_a_new_one_but_not_rewrite_its_own(twin_ensemble: Path, tmp_path: Path):
+    member = twin_ensemble / "members" / "0"
+    with pytest.raises(CheckpointError, match="inside"):
+        make_ensemble([member, member], twin_ensemble)
+    assert (member / "model.safetensors").is_file()
+    assert make_ensemble([member, twin_ensemble / "members" / "1"], tmp_path / "again").weights == [0.5, 0.5]

@@ -92,6 +92,10 @@ def make_ensemble(
     _check_members(runs)
     if out.exists() and any(out.iterdir()) and not is_ensemble(out):
         raise CheckpointError(f"{out} exists and is not an ensemble directory; choose an empty or new --out")
+    for run in runs:
+        # Rewriting ``out`` replaces its members, which would delete a run read from there.
+        if run.run_dir.resolve().is_relative_to(out.resolve()):
+            raise CheckpointError(f"{run.run_dir} is inside {out}, which would be rewritten; choose another --out")
     shutil.rmtree(out / MEMBERS_DIR, ignore_errors=True)
     members = []
     for index, run in enumerate(runs):
