@@ -71,7 +71,9 @@ def main() -> None:
     references = {r.image_id: list(r.captions) for r in records}
     plain = mirrored = None
     for checkpoint in args.checkpoint or [None]:
+        # The probe mixes the mirror image in itself: the model's own eval.mirror_weight stays off.
         captioner = Captioner.from_pretrained(checkpoint, device="cpu")
+        captioner.model.use_mirror_average(0.0)
         if plain is None:
             plain, mirrored = dev_regions(captioner, records, Path(args.cache))
         settings = captioner.default_settings(args.beam)

@@ -99,7 +99,7 @@ class Captioner:
         metrics: dict | None = None,
         precision: str = "fp32",
     ) -> None:
-        self.model = model.eval().use_channels_last()
+        self.model = model.eval().use_channels_last().use_mirror_average(config.eval.mirror_weight)
         self.vocabulary = vocabulary
         self.config = config
         self.device = device

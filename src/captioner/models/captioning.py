@@ -37,6 +37,7 @@ class CaptioningModel(nn.Module):
         self.decoder = decoder
         self.channels_last = False
         self.precision = "fp32"
+        self.mirror_weight = 0.0
 
     def use_channels_last(self) -> CaptioningModel:
         """Run the CNN in channels-last layout: faster for inference with oneDNN and cuDNN."""
@@ -58,9 +59,28 @@ class CaptioningModel(nn.Module):
         self.decoder.bfloat16_products = precision == "bf16" and device.type == "cpu"
         return precision
 
+    def use_mirror_average(self, weight: float) -> CaptioningModel:
+        """At inference, also encode each photo flipped left to right and mix that grid, flipped
+        back so that each cell covers the same part of the photo, into the photo's own:
+        (1 - weight) x plain + weight x mirrored. Costs a second CNN forward per photo; 0 turns it
+        off. Training never mirrors here (it has ``data.mirror_feature_cache``)."""
+        if not 0.0 <= weight <= 1.0:
+            raise ValueError(f"mirror weight must be between 0 and 1, got {weight}")
+        self.mirror_weight = weight
+        return self
+
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) preprocessed images -> (B, R, D) region features (float32 under the
-        ``bf16`` precision)."""
+        ``bf16`` precision), averaged with their mirror images' where ``use_mirror_average`` asks."""
+        if self.mirror_weight and not self.training:
+            count = images.size(0)
+            plain, mirrored = self._encode(torch.cat([images, images.flip(-1)])).split(count)
+            rows, columns = self.encoder.grid_size(images.size(-1))
+            mirrored = mirrored.reshape(count, rows, columns, -1).flip(2).reshape(plain.shape)
+            return torch.lerp(plain, mirrored, self.mirror_weight)
+        return self._encode(images)
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":

@@ -151,6 +151,10 @@ class EvalConfig:
     """Below ``guidance_trust``, keep the unguided caption when the guided one's
     length-normalised log-probability is more than this lower (None: always take the guided
     one)."""
+    mirror_weight: float = 0.0
+    """Captioning and evaluating photos: also encode each photo flipped left to right and mix
+    that grid, flipped back, into the photo's own with this weight (0: off; 0.5: their mean).
+    A second CNN forward per photo; validation during training (cached features) never does."""
 
     def __post_init__(self) -> None:
         # Checked here, where the file is being read, rather than when a guide is built from it.
@@ -162,6 +166,8 @@ class EvalConfig:
             raise ConfigError(
                 f"eval.guidance_trust must be a probability (above 1: never trust), got {self.guidance_trust}"
             )
+        if not 0.0 <= self.mirror_weight <= 1.0:
+            raise ConfigError(f"eval.mirror_weight must be between 0 and 1 (0: off), got {self.mirror_weight}")
         if self.guidance_margin is not None and not self.guidance_margin >= 0.0:
             raise ConfigError(
                 f"eval.guidance_margin must be at least 0 (null: no margin), got {self.guidance_margin}"
