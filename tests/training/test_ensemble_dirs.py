@@ -108,6 +108,7 @@ def test_the_ensemble_sets_its_own_decoding_settings(tiny_run: Path, tmp_path: P
     assert "eval.FIELD=VALUE only" in capsys.readouterr().err
     assert main(["ensemble", str(tiny_run), "--out", str(tmp_path / "y"), "--set", "eval.no_such=1"]) == 2
     assert "no_such" in capsys.readouterr().err
+    assert not (tmp_path / "y").exists()  # refused before anything was written
 
 
 def test_a_member_of_an_ensemble_can_join_a_new_one_but_not_rewrite_its_own(twin_ensemble: Path, tmp_path: Path):

@@ -90,6 +90,8 @@ def make_ensemble(
     weights = _check_weights(weights or [1.0] * len(run_dirs), len(run_dirs), "captioner ensemble")
     runs = [checkpoint.load_run(path) for path in run_dirs]
     _check_members(runs)
+    if eval_settings:
+        _with_eval_settings(runs[0].config, eval_settings, "captioner ensemble --set")
     if out.exists() and any(out.iterdir()) and not is_ensemble(out):
         raise CheckpointError(f"{out} exists and is not an ensemble directory; choose an empty or new --out")
     for run in runs:
@@ -104,7 +106,6 @@ def make_ensemble(
         members.append({"path": relative, "weight": weights[index], "source": str(run.run_dir)})
     manifest: dict[str, Any] = {"format": FORMAT, "members": members}
     if eval_settings:
-        _with_eval_settings(runs[0].config, eval_settings, "captioner ensemble --set")
         manifest["eval"] = eval_settings
     checkpoint.write_json(out / checkpoint.ENSEMBLE_FILE, manifest)
     (out / checkpoint.METRICS_FILE).unlink(missing_ok=True)
