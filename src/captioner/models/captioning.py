@@ -13,6 +13,13 @@ from captioner.encoders.base import Encoder
 from captioner.models import packed_linear
 from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
 
+CPU_INFERENCE_CHUNK = 2
+"""At inference on a CPU the CNN takes a batch this many photos at a time: larger batches spill
+its activations out of the caches. On the 2-core VM (benchmarks/cnn_batch_chunks.py, 64 photos,
+chunks of 1 / 2 / 4 / 8 / 16 / 64): the shipped ensemble's two CNNs 35.8 / 28.1 / 34.0 / 46.4 /
+43.0 / 52.5 ms a photo, EfficientNet-Lite0 16.9 / 11.9 / 12.5 / 12.9 / 18.3 / 21.2 ms. Chunks
+leave the features unchanged (eval-mode BatchNorm); training keeps whole batches."""
+
 PRECISIONS = ("fp32", "bf16")
 """Inference precisions: ``bf16`` runs the CNN under bfloat16 autocast and, on a CPU, the
 decoder's large products in bfloat16; used only where the hardware computes bfloat16 natively."""
@@ -81,6 +88,8 @@ class CaptioningModel(nn.Module):
         return self._encode(images)
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device.type == "cpu" and not self.training and images.size(0) > CPU_INFERENCE_CHUNK:
+            return torch.cat([self._encode(chunk) for chunk in images.split(CPU_INFERENCE_CHUNK)])
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         if self.precision == "fp32":
