@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -37,53 +36,11 @@ from scst_eval import decoder_weights, load_base  # noqa: E402
 from captioner.data.readers.flickr8k import SPLIT_FILES, TOKEN_FILE
 from captioner.decoding import DecodeSettings
 from captioner.encoders.cache import FeatureCache
-from captioner.models.decoder import ShowAttendTellDecoder, StepOutput
+from captioner.models.ensemble import DecoderEnsemble
 from captioner.training.evaluation import caption_records, score_predictions
 from captioner.training.inputs import CachedInput
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class DecoderMixture(torch.nn.Module):
-    """The decoder interface the searches use (``init_state``, ``project_regions``, ``step``),
-    over members that each read one slice of the concatenated region features. States and
-    projected regions are the members' concatenated along their last dimension."""
-
-    def __init__(self, members: list[ShowAttendTellDecoder], slices: list[slice], weights: list[float]) -> None:
-        super().__init__()
-        self.members = torch.nn.ModuleList(members)
-        self.slices = slices
-        self.log_weights = [math.log(w) for w in weights]
-        self.vocab_size = members[0].vocab_size
-        self.hidden_sizes = [m.config.hidden_dim for m in members]
-        self.projected_widths: list[int] = []
-
-    def project_regions(self, regions: torch.Tensor, with_context_terms: bool = False) -> torch.Tensor:
-        parts = [
-            m.project_regions(regions[..., s], with_context_terms=with_context_terms)
-            for m, s in zip(self.members, self.slices)
-        ]
-        self.projected_widths = [p.size(2) for p in parts]
-        return torch.cat(parts, dim=2)
-
-    def init_state(self, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        states = [m.init_state(regions[..., s]) for m, s in zip(self.members, self.slices)]
-        return torch.cat([h for h, _ in states], dim=1), torch.cat([c for _, c in states], dim=1)
-
-    def step(self, words, state, regions, projected) -> StepOutput:  # noqa: ANN001
-        hidden = state[0].split(self.hidden_sizes, dim=1)
-        cell = state[1].split(self.hidden_sizes, dim=1)
-        outs = [
-            m.step(words, (h, c), regions[..., s], p)
-            for m, s, h, c, p in zip(self.members, self.slices, hidden, cell,
-                                     projected.split(self.projected_widths, dim=2))
-        ]
-        mixed = torch.logsumexp(
-            torch.stack([torch.log_softmax(o.logits.float(), dim=-1) + w for o, w in zip(outs, self.log_weights)]),
-            dim=0,
-        )
-        new_state = (torch.cat([o.state[0] for o in outs], dim=1), torch.cat([o.state[1] for o in outs], dim=1))
-        return StepOutput(mixed, new_state, torch.stack([o.alpha for o in outs]).mean(dim=0))
 
 
 def main() -> None:
@@ -113,7 +70,7 @@ def main() -> None:
     weights = [float(w) for w in args.weights.split(",")] if args.weights else [1 / len(members)] * len(members)
     if len(weights) != len(members):
         parser.error(f"{len(members)} members but {len(weights)} weights")
-    model.decoder = DecoderMixture(members, member_slices, weights).eval()
+    model.decoder = DecoderEnsemble(members, member_slices, weights).eval()
 
     def load_input(record, index):  # noqa: ANN001, ANN202
         return torch.cat([inputs[name](record, index) for name in names], dim=-1)

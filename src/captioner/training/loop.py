@@ -107,18 +107,19 @@ def build_model(
     return CaptioningModel(encoder, decoder)
 
 
-def restore_model(loaded: checkpoint.LoadedRun) -> CaptioningModel:
+def restore_model(loaded: checkpoint.LoadedRun, encoder: Encoder | None = None) -> CaptioningModel:
     """Rebuild a run's model and load its weights, strictly.
 
     A run directory without encoder weights (a shipped model with a frozen pretrained encoder)
-    takes the encoder from its pretrained source and loads only the decoder.
+    takes the encoder from its pretrained source, or ``encoder`` when one built from the same
+    settings is at hand (an ensemble's members share it), and loads only the decoder.
     """
     source = loaded.run_dir / checkpoint.WEIGHTS_FILE
     if checkpoint.has_encoder_weights(loaded.weights):
         model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=False)
         checkpoint.load_state_strict(model, loaded.weights, source)
     else:
-        model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=True)
+        model = build_model(loaded.config, loaded.vocabulary, pretrained_encoder=True, encoder=encoder)
         checkpoint.load_state_strict(model.decoder, checkpoint.decoder_weights(loaded.weights), source)
     return model
 
