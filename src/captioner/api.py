@@ -128,7 +128,8 @@ class Captioner:
         device computes it natively (a CPU with AVX512-BF16 or AMX, a recent GPU), faster and a
         little less exact; elsewhere the model stays fp32 and ``captioner.precision`` says so.
         """
-        run_dir = resolve_pretrained(name_or_path)
+        # A recipe of several stages stands for its last stage, which may be an ensemble.
+        run_dir = checkpoint.final_stage(resolve_pretrained(name_or_path))
         resolved = resolve_device(device)
         if is_ensemble(run_dir):
             ensemble = load_ensemble(run_dir)

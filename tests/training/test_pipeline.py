@@ -155,3 +155,102 @@ def test_resuming_from_a_damaged_pipeline_state_is_one_line(tmp_path: Path, caps
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0
     assert "pipeline.json is not the state of a recipe of several stages" in error
+
+
+def test_soup_and_ensemble_stages_are_checked_when_the_recipe_is_read(tmp_path: Path) -> None:
+    source = tmp_path / "pipeline.json"
+    runs = [{"name": "a", "recipe": "x"}, {"name": "b", "recipe": "x", "set": {"seed": 1}}]
+
+    def read(*stages: object) -> PipelineRecipe:
+        return PipelineRecipe.from_dict({"stages": [*runs, *stages]}, source)
+
+    with pytest.raises(ConfigError, match=r"stage 3 \(s\): soup 'c' is not an earlier stage"):
+        read({"name": "s", "soup": ["a", "c"]})
+    with pytest.raises(ConfigError, match="\"soup\" must be a list of at least 2"):
+        read({"name": "s", "soup": ["a"]})
+    with pytest.raises(ConfigError, match="names a stage twice"):
+        read({"name": "s", "soup": ["a", "a"]})
+    with pytest.raises(ConfigError, match="'e' is an ensemble; name the runs it is made of"):
+        read({"name": "e", "ensemble": ["a", "b"]}, {"name": "f", "ensemble": ["e", "a"]})
+    with pytest.raises(ConfigError, match="init_from 'e' is an ensemble"):
+        read({"name": "e", "ensemble": ["a", "b"]}, {"name": "c", "recipe": "x", "init_from": "e"})
+    with pytest.raises(ConfigError, match=r"eval\.\* settings only"):
+        read({"name": "e", "ensemble": ["a", "b"], "set": {"optim.epochs": 3}})
+    with pytest.raises(ConfigError, match="one positive number per member"):
+        read({"name": "e", "ensemble": ["a", "b"], "weights": [1]})
+    with pytest.raises(ConfigError, match="one positive number per member"):
+        read({"name": "e", "ensemble": ["a", "b"], "weights": [1, 0]})
+    with pytest.raises(ConfigError, match="\"int8\" must be true or false"):
+        read({"name": "e", "ensemble": ["a", "b"], "int8": "yes"})
+    with pytest.raises(ConfigError, match="must be an object with \"name\" and one of"):
+        read({"name": "s", "soup": ["a", "b"], "recipe": "x"})  # two kinds at once
+    with pytest.raises(ConfigError, match="must be an object with \"name\" and one of"):
+        read({"name": "s", "soup": ["a", "b"], "init_from": "a"})
+    with pytest.raises(ConfigError, match="\"set\" must map settings"):
+        read({"name": "c", "recipe": "x", "set": ["seed=1"]})
+
+    recipe = read({"name": "s", "soup": ["a", "b"]},
+                  {"name": "e", "ensemble": ["s", "a"], "weights": [2, 1], "int8": True, "set": {"eval.mirror_weight": 0.5}})
+    assert [stage.kind for stage in recipe.stages] == ["train", "train", "soup", "ensemble"]
+    # What pipeline.json records reads back as the same recipe (--resume compares them).
+    assert PipelineRecipe.from_dict(recipe.to_dict(), source) == recipe
+
+
+@pytest.mark.slow
+def test_one_command_trains_runs_soups_them_and_joins_them_in_an_ensemble(
+    tiny_scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from captioner.cli import main
+    from captioner.training.checkpoint import load_run
+
+    write_recipes(tmp_path)
+    pipeline, out = tmp_path / "joined.json", tmp_path / "out"
+    pipeline.write_text(json.dumps({"stages": [
+        {"name": "seed0", "recipe": "first.json"},
+        {"name": "seed1", "recipe": "first.json", "set": {"seed": 1, "optim.learning_rate": 2e-3}},
+        {"name": "soup", "soup": ["seed0", "seed1"]},
+        {"name": "ensemble", "ensemble": ["soup", "seed0"], "weights": [2, 1], "int8": True,
+         "set": {"eval.mirror_weight": 0.5}},
+    ]}))  # fmt: skip
+    command = ["train", "--config", str(pipeline), "--data", str(tiny_scenes), "--out", str(out),
+               "--epochs", "1", *TINY_TRAINING, *SMALL]  # fmt: skip
+    assert main(command) == 0
+    printed = capsys.readouterr()
+    assert "stage soup: soup of seed0, seed1" in printed.err
+    assert "ensemble: ensemble in" in printed.out
+
+    seed0, seed1 = load_run(out / "seed0"), load_run(out / "seed1")
+    # A stage's own settings reach its config; the command line's reach every stage.
+    assert (seed0.config.seed, seed1.config.seed) == (0, 1)
+    assert seed1.config.optim.learning_rate == 2e-3
+    assert seed0.config.optim.epochs == seed1.config.optim.epochs == 1
+    assert seed0.config.data.feature_cache == seed1.config.data.feature_cache == str(out / "features" / "lite0_64")
+
+    state = json.loads((out / "pipeline.json").read_text())
+    assert [state["finished"][n]["kind"] for n in ("seed0", "seed1", "soup", "ensemble")] == [
+        "train", "train", "soup", "ensemble"]  # fmt: skip
+    soup_metrics = load_run(out / "soup").metrics
+    assert soup_metrics["soup_of"][0] in (str(out / "seed0"), str(out / "seed1"))
+    assert state["finished"]["soup"]["best"]["CIDEr"] == pytest.approx(soup_metrics["CIDEr"])
+
+    manifest = json.loads((out / "ensemble" / "ensemble.json").read_text())
+    assert [m["weight"] for m in manifest["members"]] == [2.0, 1.0]
+    assert [m["source"] for m in manifest["members"]] == [str(out / "soup"), str(out / "seed0")]
+    assert manifest["eval"] == {"mirror_weight": 0.5}
+    # The ensemble is scored from the photos of the validation split, as `captioner evaluate` scores.
+    scores = json.loads((out / "ensemble" / "metrics.json").read_text())
+    assert scores["from"] == "photos" and scores["images"] == 8 and 0 <= scores["CIDEr"]
+    assert state["finished"]["ensemble"]["best"] == scores
+
+    # The output folder captions as its last stage, the ensemble.
+    image = next((tiny_scenes / "images").rglob("*.png"))
+    assert main(["caption", str(image), "--checkpoint", str(out), "--json", "--attention-dir", str(tmp_path / "att")]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["caption"]
+    with pytest.raises(CheckpointError, match="is an ensemble of runs"):
+        load_run(out)
+
+    # Resuming the finished recipe redoes nothing.
+    made = (out / "ensemble" / "ensemble.json").stat().st_mtime_ns
+    assert main(["train", "--resume", "--out", str(out), "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["stages"]) == {"seed0", "seed1", "soup", "ensemble"}
+    assert (out / "ensemble" / "ensemble.json").stat().st_mtime_ns == made

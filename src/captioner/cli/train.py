@@ -14,11 +14,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a Show, Attend and Tell captioner. Settings come from --config (a JSON "
         "recipe, see configs/), then the flags, then --set overrides; the full config is saved as "
         "RUN_DIR/config.json beside the weights. A recipe of several stages (flickr8k_lite0_shipped: "
-        "features, cross-entropy, self-critical) trains each into OUT/STAGE/ in order, with these "
-        "settings applied to every stage.",
+        "features, cross-entropy, self-critical; flickr8k_ensemble: two encoders' runs, a soup and "
+        "an ensemble) makes each into OUT/STAGE/ in order, with these settings applied to every "
+        "training stage.",
     )
     parser.add_argument("--config", help="JSON recipe: a file, or a shipped recipe name (scenes_small_cnn, flickr8k_lite0; "
-                        "flickr8k_lite0_shipped runs the shipped model's stages in order)")
+                        "flickr8k_lite0_shipped and flickr8k_ensemble run the shipped models' stages in order)")
     parser.add_argument("--data", help="dataset directory or annotation file")
     parser.add_argument("--out", required=True, help="run directory to write")
     parser.add_argument("--encoder", help="encoder name: efficientnet_lite0, efficientnet_lite2, small_cnn, resnet50, ...")
@@ -137,22 +138,53 @@ def pipeline_from_args(args: argparse.Namespace):
 
 
 def run_stages(args: argparse.Namespace, recipe, settings: list[str]) -> int:
-    """Train a recipe of several stages (``captioner.training.pipeline``) into --out."""
+    """Run a recipe of several stages (``captioner.training.pipeline``) into --out."""
     import sys
 
     from captioner.training.pipeline import run_pipeline
 
     def announce(stage, config) -> None:
-        start = f" from {config.init_from}" if stage.init_from else ""
-        print(f"stage {stage.name}: recipe {stage.recipe}{start} -> {args.out}/{stage.name}", file=sys.stderr, flush=True)
+        if stage.kind == "train":
+            start = f" from {config.init_from}" if stage.init_from else ""
+            line = f"stage {stage.name}: recipe {stage.recipe}{start}"
+        else:
+            line = f"stage {stage.name}: {stage.kind} of {', '.join(stage.sources)}"
+        print(f"{line} -> {args.out}/{stage.name}", file=sys.stderr, flush=True)
 
-    result = run_pipeline(recipe, args.out, settings, resume=args.resume, progress=not args.quiet, on_stage=announce)
+    def report(line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    result = run_pipeline(recipe, args.out, settings, resume=args.resume, progress=not args.quiet, on_stage=announce,
+                          evaluate=_ensemble_scorer(args), report=report)  # fmt: skip
     final_dir = f"{args.out}/{recipe.stages[-1].name}"
     if args.json:
         print_json({"out": str(result.out), "final": final_dir, "stages": result.stages})
         return 0
     for name, stage in result.stages.items():
-        print(f"{name}: {stage['epochs']} epochs in {stage['seconds'] / 60:.1f} min, "
-              f"best epoch {stage['best'].get('epoch')}: {format_scores(stage['best'])}")
+        kind = stage.get("kind", "train")
+        what = f"{stage['epochs']} epochs" if kind == "train" else kind
+        best = stage.get("best") or {}
+        at = f"best epoch {best.get('epoch')}: " if kind == "train" else "validation: " if best else ""
+        print(f"{name}: {what} in {stage['seconds'] / 60:.1f} min{', ' + at if at else ''}{format_scores(best)}")
     print(f"model: {final_dir} (--checkpoint {args.out} loads it too)")
     return 0
+
+
+def _ensemble_scorer(args: argparse.Namespace):
+    """Scores an ensemble stage as `captioner evaluate` would on its validation split: captioned
+    from the photos (its members read different CNNs' grids, and its mirror average flips the
+    photo), decoder alone, as training validates."""
+
+    def score(ensemble_dir, config) -> dict:
+        from captioner.api import Captioner
+
+        captioner = Captioner.from_pretrained(ensemble_dir, device=config.device)
+        evaluation = captioner.evaluate(
+            config.data.path, split=config.data.val_split, beam_size=config.eval.beam_size,
+            limit=config.eval.max_images, batch_size=config.eval.batch_size, meteor=False,
+            progress=not args.quiet, guidance=False,
+        )  # fmt: skip
+        scores = {k: v for k, v in evaluation.metrics.items() if isinstance(v, float)}
+        return {"split": config.data.val_split, "images": len(evaluation.predictions), "from": "photos", **scores}
+
+    return score

@@ -205,12 +205,12 @@ def load_run(run_dir: str | Path) -> LoadedRun:
         raise CheckpointError(
             f"{run_dir} is not a directory: pass a run directory written by `captioner train`"
         )
+    run_dir = final_stage(run_dir)
     if (run_dir / ENSEMBLE_FILE).is_file():
         raise CheckpointError(
             f"{run_dir} is an ensemble of runs: caption or evaluate with it as it is, or pass one of its "
             f"members ({run_dir / 'members'}/N) here"
         )
-    run_dir = final_stage(run_dir)
     config_values = read_json(run_dir / CONFIG_FILE, "config")
     try:
         config = RunConfig.from_dict(config_values, source=str(run_dir / CONFIG_FILE))

@@ -1,4 +1,5 @@
-"""Recipes of several stages: one command that trains runs in order, each from an earlier one.
+"""Recipes of several stages: one command that trains runs in order, each from an earlier one,
+and joins them into soups and ensembles.
 
 ``captioner train --config flickr8k_lite0_shipped --data DIR --out OUT`` caches the photos'
 features, trains the cross-entropy stage, then the self-critical stage from its best weights. A
@@ -6,10 +7,23 @@ pipeline recipe is a JSON file with a ``stages`` list where a run recipe has its
 
     {"description": "...",
      "stages": [{"name": "cross_entropy", "recipe": "flickr8k_lite0"},
-                {"name": "self_critical", "recipe": "flickr8k_lite0_scst", "init_from": "cross_entropy"}]}
+                {"name": "self_critical", "recipe": "flickr8k_lite0_scst", "init_from": "cross_entropy",
+                 "set": {"optim.epochs": 18, "seed": 1}},
+                {"name": "soup", "soup": ["self_critical", "..."]},
+                {"name": "ensemble", "ensemble": ["soup", "..."], "int8": true,
+                 "set": {"eval.mirror_weight": 0.5}}]}
 
-Each stage is an ordinary run directory, ``OUT/<name>/``, with its own saved config. Settings
-given on the command line apply to every stage; a stage's ``init_from`` names an earlier stage.
+Three kinds of stage, each an ordinary directory ``OUT/<name>/``:
+
+- a *training* stage (``recipe``) is a run directory with its own saved config: the run recipe,
+  the stage's own ``set`` on top, then the command line's settings, which apply to every stage;
+  its ``init_from`` names an earlier stage;
+- a *soup* stage (``soup``) is the greedy weight soup of earlier stages (``training.soup``),
+  validated as the first of them validates;
+- an *ensemble* stage (``ensemble``, optional ``weights``, ``int8`` and ``eval.*`` settings in
+  ``set``) is an ensemble directory of earlier stages (``training.ensemble``), scored by the
+  ``evaluate`` callback where one is given.
+
 A feature cache a stage recipe names is kept in ``OUT/features/<its folder name>`` (the first
 stage that reads it builds it) unless the command line names one. ``OUT/pipeline.json`` records
 the recipe, the settings and each finished stage, so that ``--resume`` skips the finished stages
@@ -21,6 +35,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,20 +46,128 @@ from captioner.recipes import recipe_path
 from captioner.training import checkpoint
 from captioner.training.checkpoint import PIPELINE_FILE
 from captioner.training.config import RunConfig, apply_overrides
-from captioner.training.loop import train
+from captioner.training.ensemble import make_ensemble
+from captioner.training.loop import resolve_device, train
+from captioner.training.soup import soup_runs
 
 FEATURES_DIR = "features"
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_STAGE_KEYS = {
+    "train": {"name", "recipe", "init_from", "set"},
+    "soup": {"name", "soup"},
+    "ensemble": {"name", "ensemble", "weights", "int8", "set"},
+}
 
 
 @dataclass(frozen=True)
 class Stage:
     name: str
-    """Also the stage's run directory under the pipeline's output folder."""
-    recipe: str
-    """A run recipe: a shipped recipe's name, or a JSON file (relative to the pipeline file)."""
+    """Also the stage's directory under the pipeline's output folder."""
+    recipe: str | None = None
+    """A training stage's run recipe: a shipped recipe's name, or a JSON file (relative to the
+    pipeline file)."""
     init_from: str | None = None
-    """An earlier stage whose best weights this one starts from."""
+    """An earlier stage whose best weights this training stage starts from."""
+    settings: tuple[tuple[str, Any], ...] = ()
+    """The stage's own ``set``: ``section.field`` -> value, over its recipe (an ensemble: ``eval.*``)."""
+    soup: tuple[str, ...] = ()
+    """A soup stage's ingredients: earlier stages."""
+    ensemble: tuple[str, ...] = ()
+    """An ensemble stage's members: earlier stages."""
+    weights: tuple[float, ...] = ()
+    """An ensemble's mixture weights, one per member (empty: equal)."""
+    int8: bool = False
+    """An ensemble's members stored as int8."""
+
+    @property
+    def kind(self) -> str:
+        return "soup" if self.soup else "ensemble" if self.ensemble else "train"
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The earlier stages this one is made from."""
+        return self.soup or self.ensemble or ((self.init_from,) if self.init_from else ())
+
+    def assignments(self) -> list[str]:
+        return [f"{key}={json.dumps(value)}" for key, value in self.settings]
+
+    def to_dict(self) -> dict[str, Any]:
+        values: dict[str, Any] = {"name": self.name}
+        if self.kind == "train":
+            values["recipe"] = self.recipe
+            if self.init_from:
+                values["init_from"] = self.init_from
+        elif self.kind == "soup":
+            values["soup"] = list(self.soup)
+        else:
+            values["ensemble"] = list(self.ensemble)
+            if self.weights:
+                values["weights"] = list(self.weights)
+            if self.int8:
+                values["int8"] = True
+        if self.settings:
+            values["set"] = dict(self.settings)
+        return values
+
+
+def _stage_kind(entry: dict[str, Any]) -> str | None:
+    kinds = [kind for kind, key in (("train", "recipe"), ("soup", "soup"), ("ensemble", "ensemble")) if key in entry]
+    return kinds[0] if len(kinds) == 1 else None
+
+
+def _parse_stage(entry: Any, where: str, earlier: list[Stage]) -> Stage:
+    kind = _stage_kind(entry) if isinstance(entry, dict) else None
+    if kind is None or set(entry) - _STAGE_KEYS[kind]:
+        raise ConfigError(
+            f"{where} must be an object with \"name\" and one of: \"recipe\" (with optional \"init_from\", "
+            "\"set\"), \"soup\" (a list of stages), \"ensemble\" (a list of stages, with optional \"weights\", "
+            "\"int8\", \"set\")"
+        )
+    name = entry.get("name")
+    if not isinstance(name, str) or not _STAGE_NAME.match(name) or name == FEATURES_DIR:
+        raise ConfigError(f"{where}: \"name\" must be a folder name of letters, digits, '_', '.', '-' "
+                          f"(and not {FEATURES_DIR!r}), got {name!r}")
+    where = f"{where} ({name})"
+    if any(stage.name == name for stage in earlier):
+        raise ConfigError(f"{where}: the name {name!r} is used twice")
+    by_name = {stage.name: stage for stage in earlier}
+
+    def earlier_runs(key: str, names: Any, at_least: int) -> tuple[str, ...]:
+        if not isinstance(names, list) or len(names) < at_least or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}: \"{key}\" must be a list of at least {at_least} earlier stage names")
+        for source in names:
+            if source not in by_name:
+                raise ConfigError(f"{where}: {key} {source!r} is not an earlier stage")
+            if by_name[source].kind == "ensemble":
+                raise ConfigError(f"{where}: {key} {source!r} is an ensemble; name the runs it is made of")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: \"{key}\" names a stage twice")
+        return tuple(names)
+
+    settings = entry.get("set", {})
+    if not isinstance(settings, dict) or not all(isinstance(key, str) and key for key in settings):
+        raise ConfigError(f"{where}: \"set\" must map settings such as \"optim.epochs\" to values")
+    if kind == "train":
+        recipe, init_from = entry.get("recipe"), entry.get("init_from")
+        if not isinstance(recipe, str) or not recipe:
+            raise ConfigError(f"{where}: \"recipe\" must name a run recipe")
+        if init_from is not None:
+            earlier_runs("init_from", [init_from], 1)
+        return Stage(name, recipe, init_from, tuple(settings.items()))
+    if kind == "soup":
+        return Stage(name, soup=earlier_runs("soup", entry["soup"], 2))
+    members = earlier_runs("ensemble", entry["ensemble"], 1)
+    weights = entry.get("weights", [])
+    if not isinstance(weights, list) or (weights and len(weights) != len(members)) or not all(
+        isinstance(w, (int, float)) and not isinstance(w, bool) and w > 0 for w in weights
+    ):
+        raise ConfigError(f"{where}: \"weights\" must be one positive number per member")
+    if not isinstance(entry.get("int8", False), bool):
+        raise ConfigError(f"{where}: \"int8\" must be true or false")
+    if any(not key.startswith("eval.") for key in settings):
+        raise ConfigError(f"{where}: an ensemble's \"set\" takes eval.* settings only; its members keep their own")
+    return Stage(name, settings=tuple(settings.items()), ensemble=members,
+                 weights=tuple(float(w) for w in weights), int8=entry.get("int8", False))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,30 +186,11 @@ class PipelineRecipe:
                               "a pipeline holds only \"description\" and \"stages\"")
         stages: list[Stage] = []
         for position, entry in enumerate(values["stages"], start=1):
-            where = f"{source}: stage {position}"
-            if not isinstance(entry, dict) or set(entry) - {"name", "recipe", "init_from"}:
-                raise ConfigError(f"{where} must be an object with \"name\", \"recipe\" and optionally \"init_from\"")
-            name, recipe, init_from = entry.get("name"), entry.get("recipe"), entry.get("init_from")
-            if not isinstance(name, str) or not _STAGE_NAME.match(name) or name == FEATURES_DIR:
-                raise ConfigError(f"{where}: \"name\" must be a folder name of letters, digits, '_', '.', '-' "
-                                  f"(and not {FEATURES_DIR!r}), got {name!r}")
-            if any(stage.name == name for stage in stages):
-                raise ConfigError(f"{where}: the name {name!r} is used twice")
-            if not isinstance(recipe, str) or not recipe:
-                raise ConfigError(f"{where} ({name}): \"recipe\" must name a run recipe")
-            if init_from is not None and not any(stage.name == init_from for stage in stages):
-                raise ConfigError(f"{where} ({name}): init_from {init_from!r} is not an earlier stage")
-            stages.append(Stage(name, recipe, init_from))
+            stages.append(_parse_stage(entry, f"{source}: stage {position}", stages))
         return cls(tuple(stages), str(values.get("description", "")), source)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "description": self.description,
-            "stages": [
-                {"name": s.name, "recipe": s.recipe, **({"init_from": s.init_from} if s.init_from else {})}
-                for s in self.stages
-            ],
-        }
+        return {"description": self.description, "stages": [stage.to_dict() for stage in self.stages]}
 
 
 def load_pipeline_recipe(name_or_path: str) -> PipelineRecipe | None:
@@ -117,10 +221,13 @@ def read_state(out: str | Path) -> tuple[PipelineRecipe, list[str], dict[str, An
 
 
 def stage_config(recipe: PipelineRecipe, stage: Stage, out: Path, settings: list[str]) -> RunConfig:
-    """The stage's run recipe, its feature caches moved under ``out``, the command line's
-    ``settings`` on top, and ``init_from`` pointed at the earlier stage."""
+    """A training stage's run recipe with the stage's own ``set`` on top, its feature caches
+    moved under ``out``, the command line's ``settings`` on top of that, and ``init_from``
+    pointed at the earlier stage."""
+    assert stage.recipe is not None, "only training stages have a run config"
     local = recipe.source.parent / stage.recipe
     values = RunConfig.load(local if local.suffix == ".json" and local.is_file() else recipe_path(stage.recipe)).to_dict()
+    apply_overrides(values, stage.assignments())
     for field in ("feature_cache", "mirror_feature_cache"):
         if values["data"].get(field):
             values["data"][field] = str(out / FEATURES_DIR / Path(values["data"][field]).name)
@@ -137,7 +244,13 @@ def stage_config(recipe: PipelineRecipe, stage: Stage, out: Path, settings: list
 class PipelineResult:
     out: Path
     stages: dict[str, dict[str, Any]]
-    """Per finished stage: run_dir, epochs, seconds, best (as the stage's ``metrics.json``)."""
+    """Per finished stage: run_dir, kind, seconds, best (validation scores), and epochs for a
+    training stage."""
+
+
+EnsembleScorer = Callable[[Path, RunConfig], dict[str, Any]]
+"""Scores an ensemble directory on its first member's validation split (``run_pipeline``'s
+``evaluate``); the ensemble's members read photos, so this is where the photos are captioned."""
 
 
 def run_pipeline(
@@ -146,13 +259,17 @@ def run_pipeline(
     settings: list[str],
     resume: bool = False,
     progress: bool = True,
-    on_stage: Callable[[Stage, RunConfig], None] | None = None,
+    on_stage: Callable[[Stage, RunConfig | None], None] | None = None,
+    evaluate: EnsembleScorer | None = None,
+    report: Callable[[str], None] = lambda line: None,
 ) -> PipelineResult:
-    """Train ``recipe``'s stages in order into ``out`` (see the module docstring).
+    """Run ``recipe``'s stages in order into ``out`` (see the module docstring).
 
-    ``settings`` are ``section.field=value`` assignments applied to every stage (the command
-    line's flags and ``--set``). With ``resume``, stages recorded as finished in
+    ``settings`` are ``section.field=value`` assignments applied to every training stage (the
+    command line's flags and ``--set``). With ``resume``, stages recorded as finished in
     ``out/pipeline.json`` are skipped, provided the recipe and settings are the ones recorded.
+    ``evaluate`` scores each ensemble stage (without it, an ensemble records no scores);
+    ``report`` receives a soup's validation lines.
     """
     out = Path(out)
     state_path = out / PIPELINE_FILE
@@ -174,15 +291,35 @@ def run_pipeline(
     for stage in recipe.stages:
         if stage.name in state["finished"]:
             continue
-        config = stage_config(recipe, stage, out, settings)
-        if on_stage is not None:
-            on_stage(stage, config)
         run_dir = out / stage.name
-        resume_stage = resume and checkpoint.training_state_path(run_dir).exists()
-        result = train(config, run_dir, resume=resume_stage, progress=progress)
-        state["finished"][stage.name] = {
-            "run_dir": str(run_dir), "epochs": result.epochs_run, "seconds": round(result.seconds, 1),
-            "best": result.best_metrics,
-        }  # fmt: skip
+        started = time.perf_counter()
+        if stage.kind == "train":
+            config = stage_config(recipe, stage, out, settings)
+            if on_stage is not None:
+                on_stage(stage, config)
+            resume_stage = resume and checkpoint.training_state_path(run_dir).exists()
+            result = train(config, run_dir, resume=resume_stage, progress=progress)
+            record = {"epochs": result.epochs_run, "seconds": round(result.seconds, 1), "best": result.best_metrics}
+        elif stage.kind == "soup":
+            if on_stage is not None:
+                on_stage(stage, None)
+            ingredients = [out / name for name in stage.soup]
+            device = resolve_device(checkpoint.load_run(ingredients[0]).config.device)
+            soup = soup_runs(ingredients, run_dir, device=device, report=report)
+            record = {"ingredients": [Path(p).name for p in soup.ingredients], "best": soup.metrics}
+        else:
+            if on_stage is not None:
+                on_stage(stage, None)
+            eval_settings: dict[str, Any] = {}
+            apply_overrides(eval_settings, stage.assignments())
+            ensemble = make_ensemble([out / name for name in stage.ensemble], run_dir, list(stage.weights) or None,
+                                     int8=stage.int8, eval_settings=eval_settings.get("eval"))  # fmt: skip
+            best = evaluate(run_dir, ensemble.config) if evaluate is not None else {}
+            if best:
+                checkpoint.write_json(run_dir / checkpoint.METRICS_FILE, best)
+            record = {"members": list(stage.ensemble), "weights": ensemble.weights, "best": best}
+        if "seconds" not in record:
+            record["seconds"] = round(time.perf_counter() - started, 1)
+        state["finished"][stage.name] = {"run_dir": str(run_dir), "kind": stage.kind, **record}
         checkpoint.write_json(state_path, state)
     return PipelineResult(out, state["finished"])
