@@ -1,10 +1,11 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from captioner.errors import ConfigError
 from captioner.recipes import available_recipes, recipe_path
-from captioner.training.pipeline import load_pipeline_recipe
+from captioner.training.pipeline import load_pipeline_recipe, stage_config
 from captioner.training.config import RunConfig
 
 
@@ -67,8 +68,11 @@ def test_every_shipped_recipe_loads():
     assert {"scenes_small_cnn", "flickr8k_lite0"} <= set(names)
     for name in names:
         pipeline = load_pipeline_recipe(name)
-        if pipeline is not None:  # a recipe of several stages: each names a shipped run recipe
-            assert all(stage.recipe in names for stage in pipeline.stages)
+        if pipeline is not None:  # a recipe of several stages: each training stage names a shipped run recipe
+            training = [stage for stage in pipeline.stages if stage.kind == "train"]
+            assert all(stage.recipe in names for stage in training)
+            for stage in training:  # and its own settings are settings of that recipe
+                stage_config(pipeline, stage, Path("out"), [])
             continue
         config = RunConfig.load(recipe_path(name))
         assert json.loads(json.dumps(config.to_dict())) == config.to_dict()

@@ -254,3 +254,19 @@ def test_one_command_trains_runs_soups_them_and_joins_them_in_an_ensemble(
     assert main(["train", "--resume", "--out", str(out), "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)["stages"]) == {"seed0", "seed1", "soup", "ensemble"}
     assert (out / "ensemble" / "ensemble.json").stat().st_mtime_ns == made
+
+
+def test_a_mistyped_setting_of_a_later_stage_fails_before_the_first_stage_trains(
+    tiny_scenes: Path, tmp_path: Path
+) -> None:
+    from captioner.training.pipeline import run_pipeline
+
+    write_recipes(tmp_path)
+    for later in ({"name": "b", "recipe": "first.json", "set": {"optim.epochz": 3}},
+                  {"name": "b", "ensemble": ["a"], "set": {"eval.mirror_wieght": 0.5}}):
+        recipe = PipelineRecipe.from_dict({"stages": [{"name": "a", "recipe": "first.json"}, later]},
+                                          tmp_path / "pipeline.json")
+        out = tmp_path / f"out_{later['name']}_{len(later)}"
+        with pytest.raises(ConfigError, match="epochz|mirror_wieght"):
+            run_pipeline(recipe, out, [f"data.path={tiny_scenes}"], progress=False)
+        assert not (out / "a").exists()

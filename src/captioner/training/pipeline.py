@@ -240,6 +240,18 @@ def stage_config(recipe: PipelineRecipe, stage: Stage, out: Path, settings: list
     return config
 
 
+def check_stages(recipe: PipelineRecipe, out: Path, settings: list[str]) -> None:
+    """Every stage's settings, checked before the first stage starts, so that a mistyped setting
+    of the last stage fails now rather than hours into the recipe."""
+    for stage in recipe.stages:
+        if stage.kind == "train":
+            stage_config(recipe, stage, out, settings)
+        elif stage.kind == "ensemble" and stage.settings:
+            values: dict[str, Any] = {}
+            apply_overrides(values, stage.assignments())
+            RunConfig.from_dict(values, source=f"{recipe.source} stage {stage.name} \"set\"")
+
+
 @dataclass
 class PipelineResult:
     out: Path
@@ -272,6 +284,7 @@ def run_pipeline(
     ``report`` receives a soup's validation lines.
     """
     out = Path(out)
+    check_stages(recipe, out, settings)
     state_path = out / PIPELINE_FILE
     state: dict[str, Any] = {
         "recipe": recipe.to_dict(), "recipe_source": str(recipe.source), "settings": list(settings),
