@@ -178,7 +178,7 @@ def _ensemble_scorer(args: argparse.Namespace):
     def score(ensemble_dir, config) -> dict:
         from captioner.api import Captioner
 
-        captioner = Captioner.from_pretrained(ensemble_dir, device=config.device)
+        captioner = Captioner.from_pretrained(ensemble_dir, device=args.device or config.device)
         evaluation = captioner.evaluate(
             config.data.path, split=config.data.val_split, beam_size=config.eval.beam_size,
             limit=config.eval.max_images, batch_size=config.eval.batch_size, meteor=False,

@@ -252,6 +252,12 @@ def check_stages(recipe: PipelineRecipe, out: Path, settings: list[str]) -> None
             RunConfig.from_dict(values, source=f"{recipe.source} stage {stage.name} \"set\"")
 
 
+def _device_setting(settings: list[str]) -> str:
+    """The command line's ``device`` (this machine's, where a recipe resumes on another), else auto."""
+    named = [value for key, _, value in (s.partition("=") for s in settings) if key == "device"]
+    return json.loads(named[-1]) if named and named[-1].startswith('"') else named[-1] if named else "auto"
+
+
 @dataclass
 class PipelineResult:
     out: Path
@@ -317,8 +323,7 @@ def run_pipeline(
             if on_stage is not None:
                 on_stage(stage, None)
             ingredients = [out / name for name in stage.soup]
-            device = resolve_device(checkpoint.load_run(ingredients[0]).config.device)
-            soup = soup_runs(ingredients, run_dir, device=device, report=report)
+            soup = soup_runs(ingredients, run_dir, device=resolve_device(_device_setting(settings)), report=report)
             record = {"ingredients": [Path(p).name for p in soup.ingredients], "best": soup.metrics}
         else:
             if on_stage is not None:
