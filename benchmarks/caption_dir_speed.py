@@ -1,7 +1,7 @@
 """Images per second of ``captioner caption-dir`` with the shipped model, by batch size.
 
 Usage: .venv/bin/python benchmarks/caption_dir_speed.py [--images 200] [--runs 1:1,8:1,32:1,32:0]
-       [--checkpoint RUN_DIR] [--photos DIR] [--threads 2] [--precision bf16]
+       [--checkpoint RUN_DIR] [--photos DIR] [--threads 2] [--precision fp32|bf16|int8]
 
 ``--runs``: batch size:loader threads pairs (0 threads: decode in the main thread, no overlap).
 
@@ -47,9 +47,9 @@ def photo_sources(count: int, photos: Path | None) -> tuple[list[Path], str]:
     return (examples * (count // len(examples) + 1))[:count], "examples/photos repeated"
 
 
-def run_once(folder: Path, out: Path, checkpoint: str | None, batch_size: int, workers: int, precision: str) -> dict:
+def run_once(folder: Path, out: Path, checkpoint: str | None, batch_size: int, workers: int, precision: str | None) -> dict:
     command = ["caption-dir", str(folder), "--out", str(out), "--batch-size", str(batch_size),
-               "--workers", str(workers), "--json", "--no-progress", "--precision", precision]
+               "--workers", str(workers), "--json", "--no-progress", *(["--precision", precision] if precision else [])]
     if checkpoint:
         command += ["--checkpoint", checkpoint]
     stdout, stderr = io.StringIO(), io.StringIO()
@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="default: the shipped model")
     parser.add_argument("--photos", type=Path, default=None, help="default: Flickr8k dev, else examples/photos")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None, help="default: the model's own")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "caption_dir_speed.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

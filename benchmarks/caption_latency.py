@@ -1,10 +1,15 @@
 """Latency of captioning one 224 px photo end to end, and the share spent outside the CNN.
 
-Usage: .venv/bin/python benchmarks/caption_latency.py [--checkpoint RUN_DIR] [--photo FILE] [--repeat 20] [--precision bf16]
-       [--allow-dangling-endings]
+Usage: .venv/bin/python benchmarks/caption_latency.py [--checkpoint RUN_DIR] [--photo FILE] [--repeat 20] [--precision fp32|bf16|int8]
+       [--allow-dangling-endings] [--guided] [--one-by-one]
 
 Each repetition: read and decode the file, preprocess, run the encoder, beam search (beam 3),
-turn ids into words; timed in parts with ``time.perf_counter``. Reports medians.
+turn ids into words; timed in parts with ``time.perf_counter``. Reports medians. The search is
+the decoder alone (``captioner caption --no-guidance``) unless ``--guided``: then it also reads
+the ImageNet classifier off the regions and runs the search under its constraint, as
+``captioner caption`` does by default (counted outside the CNN). ``--one-by-one`` steps an
+ensemble's members one after the other instead of in lockstep (``DecoderEnsemble.lockstep``),
+as before 2026-11-27.
 """
 
 from __future__ import annotations
@@ -50,16 +55,22 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: the CNN and the decoder's large products in bfloat16 (Captioner precision)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                        help="Captioner precision (default: the model's own, eval.precision)")
     parser.add_argument("--allow-dangling-endings", action="store_true",
                         help="decode without the rule against dangling endings (to time what it costs)")
+    parser.add_argument("--one-by-one", action="store_true", help="an ensemble's members step one by one")
+    parser.add_argument("--guided", action="store_true",
+                        help="time the search with classifier guidance, as captioner caption does by default")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
     photo = Path(args.photo) if args.photo else latency_photo()
     captioner = Captioner.from_pretrained(args.checkpoint, device="cpu", precision=args.precision)
-    print(f"precision: {captioner.precision}")
+    if args.one_by_one:
+        captioner.model.decoder.lockstep = False
+    print(f"precision: {captioner.precision}" + (", guided search" if args.guided else ", decoder alone")
+          + (", members one by one" if args.one_by_one else ""))
     tokens = search_tokens(captioner.vocabulary)
     settings = captioner.default_settings(args.beam_size)
     if args.allow_dangling_endings:
@@ -73,7 +84,10 @@ def main() -> None:
         with torch.inference_mode():
             regions = captioner.model.encode(pixels)
             t2 = time.perf_counter()
-            (decoded,) = decode(captioner.model.decoder, regions, tokens, settings)
+            constraints = None
+            if args.guided and captioner.guide is not None:
+                constraints = [reading.constraint for reading in captioner.guide.read(regions, guide=True)]
+            (decoded,) = decode(captioner.model.decoder, regions, tokens, settings, constraints)
         caption = " ".join(captioner.vocabulary.decode(decoded.token_ids))
         t3 = time.perf_counter()
         if repetition >= 2:  # first two are warm-up
@@ -84,7 +98,7 @@ def main() -> None:
     for name, value in medians.items():
         print(f"{name:<16} {value:8.1f} ms (median of {args.repeat})")
     outside = 1 - medians["cnn"] / medians["total"]
-    print(f"share outside the CNN forward: {outside:.0%}")
+    print(f"share outside the CNN forward: {outside:.1%}")
 
 
 if __name__ == "__main__":

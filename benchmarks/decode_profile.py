@@ -126,14 +126,16 @@ def main() -> None:
     tiny_ms, tiny_words = median_ms(tiny, regions, tokens, dataclasses.replace(settings, max_length=words), args.repeat)
     print(f"beam 3, the same search with an 8-wide decoder ({tiny_words} words): {tiny_ms:.1f} ms")
     print_breakdown(captioner.model.decoder, regions, tokens, settings, args.repeat)
-    print_attention_energies(captioner.model.decoder.attention, args.repeat)
+    decoder = captioner.model.decoder
+    # An ensemble's members share the attention's sizes; the first one's stands for them.
+    print_attention_energies(getattr(decoder, "attention", None) or decoder.members[0].attention, args.repeat)
     from torch.profiler import ProfilerActivity, profile
 
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as profiler:
         for _ in range(5):
             decode(captioner.model.decoder, regions, tokens, settings)
     print("five searches with the shipped decoder, by operator:")
-    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=10))
+    print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=20))
 
 
 if __name__ == "__main__":

@@ -199,8 +199,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                        help="bf16: the CNN and the decoder's large products in bfloat16 (Captioner precision)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "int8"), default=None,
+                        help="Captioner precision (default: the model's own, eval.precision)")
     parser.add_argument("--thresholds", default="0.2,0.3,0.5", help="thresholds also tried with the shipped variant")
     parser.add_argument("--margins", default="inf,3.5,5.5",
                         help="margins also tried with the shipped variant, threshold and trust (inf: as shipped before)")

@@ -9,7 +9,7 @@ For each weight shape of the shipped decoder's inference step (hidden 512, vocab
 their outputs. The packed side is timed for every row count and weight, also outside the 2-64
 rows and the smallest weight size where ``linear`` uses it, to show where those limits come
 from. Where the CPU computes bfloat16 natively, also the bfloat16 path
-(``linear(..., bfloat16=True)``, what ``--precision bf16`` uses) and its largest difference from
+(``linear(..., precision="bf16")``, what ``--precision bf16`` uses) and its largest difference from
 the float32 product. Random weights: only the shapes matter for the time.
 """
 
@@ -74,8 +74,8 @@ def main() -> None:
                 difference = (packed_linear.linear(x, weight, bias) - exact).abs().max()
                 line = f"{name:45s} {rows:5d} {plain:9.0f} {packed:10.0f} {plain / packed:7.2f}x {float(difference):9.1e}"
                 if bf16:
-                    rounded = median_us(lambda: packed_linear.linear(x, weight, bias, bfloat16=True), args.repeat)
-                    bf16_difference = (packed_linear.linear(x, weight, bias, bfloat16=True) - exact).abs().max()
+                    rounded = median_us(lambda: packed_linear.linear(x, weight, bias, precision="bf16"), args.repeat)
+                    bf16_difference = (packed_linear.linear(x, weight, bias, precision="bf16") - exact).abs().max()
                     line += f" {rounded:8.0f} {plain / rounded:7.2f}x {float(bf16_difference):9.1e}"
                 print(line)
 

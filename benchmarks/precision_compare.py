@@ -1,14 +1,16 @@
-"""fp32 against ``--precision bf16`` on Flickr8k dev: scores, how many captions change, speed.
+"""fp32 against ``--precision bf16`` or ``int8`` on Flickr8k dev: scores, how many captions change, speed.
 
-Usage: .venv/bin/python benchmarks/precision_compare.py [--checkpoint RUN_DIR] [--beam-size 3]
-       [--threads 2] [--out FILE]
+Usage: .venv/bin/python benchmarks/precision_compare.py [--checkpoint RUN_DIR] [--against bf16|int8]
+       [--beam-size 3] [--threads 2] [--out FILE]
 
 Loads the model twice (``Captioner.from_pretrained(..., precision=...)``), encodes the 1,000 dev
 photos of ../shared/datasets/flickr8k with each (50 at a time, as ``flickr8k_eval.py`` does),
 and decodes beam 3 with the decoder alone (the model's settings, batches of 100) in four
-combinations: features and decoder each in fp32 or bf16. Prints corpus BLEU-4 / ROUGE-L /
-CIDEr-D, the captions equal to the all-fp32 ones, the features' relative difference, and the
-encoding and decoding seconds. Needs a CPU with native bfloat16 (AVX512-BF16 or AMX).
+combinations: features and decoder each in fp32 or bf16. ``int8`` leaves the CNN in fp32, so
+there the features are encoded once and decoded in fp32 and int8. Prints corpus BLEU-4 /
+ROUGE-L / CIDEr-D, the captions equal to the all-fp32 ones, the features' relative difference,
+and the encoding and decoding seconds. Needs a CPU with the kernels (bf16: AVX512-BF16 or AMX;
+int8: x86).
 """
 
 from __future__ import annotations
@@ -38,32 +40,37 @@ FLICKR8K = ROOT.parent / "shared" / "datasets" / "flickr8k"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)
+    parser.add_argument("--against", choices=("bf16", "int8"), default="bf16")
     parser.add_argument("--beam-size", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the table as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
-    captioners = {p: Captioner.from_pretrained(args.checkpoint, device="cpu", precision=p) for p in ("fp32", "bf16")}
-    if captioners["bf16"].precision != "bf16":
-        raise SystemExit("this CPU has no native bfloat16 (AVX512-BF16 or AMX): nothing to compare")
+    other = args.against
+    captioners = {p: Captioner.from_pretrained(args.checkpoint, device="cpu", precision=p) for p in ("fp32", other)}
+    if captioners[other].precision != other:
+        raise SystemExit(f"this CPU has no kernels for {other}: nothing to compare")
     records = load_records(FLICKR8K, split="val")
     references = {r.image_id: list(r.captions) for r in records}
     regions, report = {}, {"machine": describe_machine(), "images": len(records), "beam_size": args.beam_size}
     for precision, captioner in captioners.items():
+        if precision == "int8":
+            continue  # its CNN runs in fp32
         started = time.perf_counter()
         regions[precision] = encode_photos(captioner, [r.image_path for r in records])
         report[f"encode_seconds_{precision}"] = round(time.perf_counter() - started, 1)
         print(f"encoded {len(records)} dev photos in {report[f'encode_seconds_{precision}']} s ({precision})", flush=True)
-    exact, rounded = regions["fp32"], regions["bf16"]
-    report["feature_mean_relative_difference"] = round(float((rounded - exact).abs().mean() / exact.abs().mean()), 4)
-    print(f"features: mean |bf16 - fp32| / mean |fp32| = {report['feature_mean_relative_difference']}")
+    if other == "bf16":
+        exact, rounded = regions["fp32"], regions["bf16"]
+        report["feature_mean_relative_difference"] = round(float((rounded - exact).abs().mean() / exact.abs().mean()), 4)
+        print(f"features: mean |bf16 - fp32| / mean |fp32| = {report['feature_mean_relative_difference']}")
     settings = captioners["fp32"].default_settings(args.beam_size)
     tokens = search_tokens(captioners["fp32"].vocabulary)
     baseline: dict = {}
     rows = []
-    for features in ("fp32", "bf16"):
-        for decoder in ("fp32", "bf16"):
+    for features in regions:
+        for decoder in ("fp32", other):
             captioner = captioners[decoder]
             started = time.perf_counter()
             with torch.inference_mode():

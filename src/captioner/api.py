@@ -97,14 +97,16 @@ class Captioner:
         device: torch.device,
         source: str = "",
         metrics: dict | None = None,
-        precision: str = "fp32",
+        precision: str | None = None,
     ) -> None:
         self.model = model.eval().use_channels_last().use_mirror_average(config.eval.mirror_weight)
         self.vocabulary = vocabulary
         self.config = config
         self.device = device
-        self.precision = self.model.use_precision(precision, device)
-        """What the model runs in: ``precision`` where the device computes it natively, else fp32."""
+        self.requested_precision = precision or config.eval.precision
+        """``precision``, or where that is None the model's own (``eval.precision``)."""
+        self.precision = self.model.use_precision(self.requested_precision, device)
+        """What the model runs in: the requested precision where the device has its kernels, else fp32."""
         self.source = source
         self.metrics = metrics or {}
         self._tokens = search_tokens(vocabulary)
@@ -120,13 +122,16 @@ class Captioner:
 
     @classmethod
     def from_pretrained(
-        cls, name_or_path: str | Path | None = None, device: str = "auto", precision: str = "fp32"
+        cls, name_or_path: str | Path | None = None, device: str = "auto", precision: str | None = None
     ) -> Captioner:
         """Load a shipped model by name (default: the package's real-photo model) or a run directory.
 
-        ``precision="bf16"`` runs the CNN and the decoder's large products in bfloat16 where the
-        device computes it natively (a CPU with AVX512-BF16 or AMX, a recent GPU), faster and a
-        little less exact; elsewhere the model stays fp32 and ``captioner.precision`` says so.
+        ``precision`` (default: the model's ``eval.precision``; the shipped default model's is
+        "int8"): "fp32" is exact; "bf16" runs the CNN and the decoder's large products in
+        bfloat16 where the device computes it natively (a CPU with AVX512-BF16 or AMX, a recent
+        GPU); "int8" runs the decoder's large products on a CPU with int8 weights (fbgemm, x86).
+        The last two are faster and a little less exact; where the device lacks the kernels the
+        model stays fp32 and ``captioner.precision`` says so.
         """
         # A recipe of several stages stands for its last stage, which may be an ensemble.
         run_dir = checkpoint.final_stage(resolve_pretrained(name_or_path))

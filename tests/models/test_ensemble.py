@@ -90,12 +90,12 @@ def test_members_must_share_a_vocabulary_and_have_positive_weights() -> None:
         DecoderEnsemble([make_decoder(0)], [slice(0, FEATURES)], [1, 1])
 
 
-def test_bfloat16_products_reach_every_member() -> None:
+def test_the_products_precision_reaches_every_member() -> None:
     ensemble = DecoderEnsemble([make_decoder(0), make_decoder(1)], [slice(0, FEATURES)] * 2, [1, 1])
-    ensemble.bfloat16_products = True
-    assert all(member.bfloat16_products for member in ensemble.members)
-    ensemble.bfloat16_products = False
-    assert not ensemble.bfloat16_products
+    ensemble.product_precision = "int8"
+    assert [member.product_precision for member in ensemble.members] == ["int8", "int8"]
+    ensemble.product_precision = "fp32"
+    assert ensemble.product_precision == "fp32"
 
 
 def test_encoders_run_side_by_side_on_one_input() -> None:
@@ -132,3 +132,53 @@ def test_the_classifier_is_the_first_members_reading_its_channels() -> None:
         labels = ensemble.classifier_tail(grid)
         torch.testing.assert_close(labels, first.classifier_tail(grid[:, : first.feature_dim]))
         assert not torch.allclose(labels, second.classifier_tail(grid[:, first.feature_dim :]))
+
+
+def _members_one_by_one(ensemble: DecoderEnsemble) -> DecoderEnsemble:
+    """The same ensemble with lockstep decoding turned off: each member steps on its own."""
+    unstacked = DecoderEnsemble(list(ensemble.members), ensemble.feature_slices, ensemble.weights)
+    unstacked.lockstep = False
+    return unstacked
+
+
+@pytest.mark.parametrize("deep_output", [True, False])
+def test_members_of_one_shape_step_in_lockstep_as_they_step_one_by_one(deep_output: bool) -> None:
+    members = []
+    for seed in (5, 6):
+        torch.manual_seed(seed)
+        config = DecoderConfig(embed_dim=8, hidden_dim=10, attention_dim=7, deep_output=deep_output)
+        decoder = ShowAttendTellDecoder(config, VOCAB, FEATURES)
+        with torch.no_grad():
+            for parameter in decoder.parameters():
+                parameter.normal_(0, 0.5)
+        members.append(decoder.eval())
+    ensemble = DecoderEnsemble(members, [slice(0, FEATURES), slice(FEATURES, 2 * FEATURES)], [3.0, 1.0])
+    one_by_one = _members_one_by_one(ensemble)
+    regions = torch.randn(2, 5, 2 * FEATURES)
+    words = torch.tensor([4, 5, 6, 7, 8, 9])  # 3 hypotheses per image
+    with torch.inference_mode():
+        stacked_regions = ensemble.project_regions(regions, with_context_terms=True)
+        side_by_side = one_by_one.project_regions(regions, with_context_terms=True)
+        assert stacked_regions.shape[1] == 2 * 5 and side_by_side.shape[1] == 5
+        state = tuple(part.repeat_interleave(3, dim=0) for part in ensemble.init_state(regions))
+        for _ in range(3):  # a few steps, feeding each its own state
+            fast = ensemble.step(words, state, regions, stacked_regions)
+            slow = one_by_one.step(words, state, regions, side_by_side)
+            torch.testing.assert_close(fast.logits, slow.logits, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(fast.alpha, slow.alpha, atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(fast.state[0], slow.state[0], atol=1e-6, rtol=1e-5)
+            torch.testing.assert_close(fast.state[1], slow.state[1], atol=1e-6, rtol=1e-5)
+            state, words = fast.state, fast.logits.argmax(dim=1)
+
+
+@pytest.mark.parametrize("beam_size", [1, 3])
+def test_lockstep_searches_give_the_captions_of_one_by_one_searches(beam_size: int) -> None:
+    ensemble = DecoderEnsemble([make_decoder(7), make_decoder(8)], [slice(0, FEATURES)] * 2, [1.0, 1.0])
+    regions = torch.randn(4, 5, FEATURES)
+    settings = DecodeSettings(beam_size=beam_size, max_length=8, no_repeat_ngram_size=3)
+    fast = decode(ensemble, regions, TOKENS, settings)
+    slow = decode(_members_one_by_one(ensemble), regions, TOKENS, settings)
+    assert [c.token_ids for c in fast] == [c.token_ids for c in slow]
+    for a, b in zip(fast, slow):
+        assert a.log_prob == pytest.approx(b.log_prob, abs=1e-4)
+        torch.testing.assert_close(a.alphas, b.alphas, atol=1e-5, rtol=1e-5)

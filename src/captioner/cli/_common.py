@@ -19,16 +19,24 @@ def print_json(values: Any) -> None:
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32",
-        help="bf16: the CNN and the decoder's large products in bfloat16 where the CPU (AVX512-BF16, "
-        "AMX) or GPU computes it natively; faster, captions may differ from fp32's on near ties "
-        "(default: fp32)",
+        "--precision", choices=("fp32", "bf16", "int8"), default=None,
+        help="fp32: exact; bf16: the CNN and the decoder's large products in bfloat16 where the CPU "
+        "(AVX512-BF16, AMX) or GPU computes it natively; int8: the decoder's large products with int8 "
+        "weights on an x86 CPU. The last two are faster; captions may differ from fp32's on near ties "
+        "(default: the model's own, eval.precision: int8 for the shipped default model, else fp32)",
     )
 
 
-def report_precision(requested: str, captioner: Captioner) -> None:
-    """One line on stderr where the model could not run in the precision asked for."""
-    if captioner.precision != requested:
-        print(f"captioner: --precision {requested} needs native bfloat16 (a CPU with AVX512-BF16 or AMX, "
-              f"or a GPU that has it); {captioner.device} has none, running in {captioner.precision}",
-              file=sys.stderr)
+_NEEDS = {
+    "bf16": "native bfloat16 (a CPU with AVX512-BF16 or AMX, or a GPU that has it)",
+    "int8": "fbgemm's int8 kernels (PyTorch on an x86 CPU)",
+}
+
+
+def report_precision(requested: str | None, captioner: Captioner) -> None:
+    """One line on stderr where the model could not run in the precision asked for on the
+    command line. A model's own precision (``eval.precision``) falls back to fp32 silently: the
+    exact path, and the user asked for nothing."""
+    if requested is not None and captioner.precision != requested:
+        print(f"captioner: --precision {requested} needs {_NEEDS[requested]}; {captioner.device} has none, "
+              f"running in {captioner.precision}", file=sys.stderr)

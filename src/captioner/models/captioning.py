@@ -20,9 +20,11 @@ chunks of 1 / 2 / 4 / 8 / 16 / 64): the shipped ensemble's two CNNs 35.8 / 28.1 
 43.0 / 52.5 ms a photo, EfficientNet-Lite0 16.9 / 11.9 / 12.5 / 12.9 / 18.3 / 21.2 ms. Chunks
 leave the features unchanged (eval-mode BatchNorm); training keeps whole batches."""
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 """Inference precisions: ``bf16`` runs the CNN under bfloat16 autocast and, on a CPU, the
-decoder's large products in bfloat16; used only where the hardware computes bfloat16 natively."""
+decoder's large products in bfloat16, where the hardware computes bfloat16 natively; ``int8``
+keeps the CNN in float32 and runs the decoder's large products on a CPU with int8 weights and
+inputs (``packed_linear``), where the build has fbgemm's kernels (x86)."""
 
 
 def native_bfloat16(device: torch.device) -> bool:
@@ -53,17 +55,19 @@ class CaptioningModel(nn.Module):
         return self
 
     def use_precision(self, precision: str, device: torch.device) -> str:
-        """Caption in ``precision`` (one of ``PRECISIONS``) on ``device`` where it computes that
-        natively, else in fp32; returns the precision used. bfloat16 keeps about 3 significant
-        digits: captions may differ from fp32's where two words nearly tie (BENCHMARKS.md
-        measures what that does to dev scores)."""
+        """Caption in ``precision`` (one of ``PRECISIONS``) on ``device`` where it has the kernels
+        for it, else in fp32; returns the precision used. bfloat16 keeps about 3 significant
+        digits, int8 about 2 in each product: captions may differ from fp32's where two words
+        nearly tie (BENCHMARKS.md measures what that does to dev scores)."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if precision == "bf16" and not native_bfloat16(device):
             precision = "fp32"
+        if precision == "int8" and not (device.type == "cpu" and packed_linear.int8_supported()):
+            precision = "fp32"
         self.precision = precision
         # The packed products are a CPU path; on a GPU the decoder stays float32.
-        self.decoder.bfloat16_products = precision == "bf16" and device.type == "cpu"
+        self.decoder.product_precision = precision if device.type == "cpu" else "fp32"
         return precision
 
     def use_mirror_average(self, weight: float) -> CaptioningModel:
@@ -92,7 +96,7 @@ class CaptioningModel(nn.Module):
             return torch.cat([self._encode(chunk) for chunk in images.split(CPU_INFERENCE_CHUNK)])
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        if self.precision == "fp32":
+        if self.precision != "bf16":
             return self.encoder(images)
         with torch.autocast(images.device.type, dtype=torch.bfloat16):
             return self.encoder(images).float()

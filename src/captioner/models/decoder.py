@@ -41,6 +41,11 @@ DecoderState = tuple[torch.Tensor, torch.Tensor]
 """(h, c) of the LSTM cell, each (N, hidden_dim)."""
 
 
+
+HIDDEN_BOUND = 1.0
+"""|h| <= 1 for an LSTM's hidden state h = sigmoid(o) tanh(c) (and for tanh of the initial
+state): int8 products of it quantise on that fixed range (``packed_linear.linear``)."""
+
 @dataclass
 class DecoderConfig:
     """Sizes of the decoder. Vocabulary size and region feature size come from the data and
@@ -91,9 +96,9 @@ class ShowAttendTellDecoder(nn.Module):
             self.output = nn.Linear(config.hidden_dim, vocab_size)
         self._reset_parameters()
         self._inference_cache: dict[str, tuple[tuple[Any, ...], Any]] = {}
-        self.bfloat16_products = False
-        """Run the large products of inference on a CPU in bfloat16, where it computes that
-        natively (``packed_linear``); set by ``CaptioningModel.use_precision``."""
+        self.product_precision = "fp32"
+        """What the large products of inference on a CPU multiply in: "fp32", or "bf16" / "int8"
+        where the CPU has the kernels (``packed_linear``); set by ``CaptioningModel.use_precision``."""
 
     def _reset_parameters(self) -> None:
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
@@ -322,7 +327,9 @@ class ShowAttendTellDecoder(nn.Module):
         context_sizes = [4 * config.hidden_dim] + ([config.embed_dim] if config.deep_output else [])
         with_terms = self._has_context_terms(projected_regions)
         if with_terms:
-            keys, *context_terms = projected_regions.split([config.attention_dim] + context_sizes, dim=2)
+            keys, context_terms = projected_regions.split(
+                [config.attention_dim, projected_regions.size(2) - config.attention_dim], dim=2
+            )
         else:
             keys = projected_regions
         lstm = self.lstm
@@ -334,14 +341,15 @@ class ShowAttendTellDecoder(nn.Module):
                 embedded, lstm.weight_ih[:, : config.embed_dim], lstm.bias_ih
             )
         else:
-            query, hidden_gates, gate_logit = self._product(hidden, *self._hidden_maps()).split(
+            query, hidden_gates, gate_logit = self._product(hidden, *self._hidden_maps(), HIDDEN_BOUND).split(
                 [config.attention_dim, 4 * config.hidden_dim, 1], dim=1
             )
             word_gates = self._word_gate_table()[previous_words]
         alpha = self.attention.weights_from_query(keys, query).to(projected_regions.dtype)
         gate = torch.sigmoid(gate_logit)
         if with_terms:
-            context_parts = [gate * weighted_sum(alpha, terms) for terms in context_terms]
+            # Both maps' terms sit side by side: one weighted sum over them, then split.
+            context_parts = (gate * weighted_sum(alpha, context_terms)).split(context_sizes, dim=1)
         else:
             context = gate * weighted_sum(alpha.to(regions.dtype), regions)
             context_parts = self._product(context, *self._context_maps()).split(context_sizes, dim=1)
@@ -351,14 +359,16 @@ class ShowAttendTellDecoder(nn.Module):
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         if config.deep_output:
-            combined = embedded + self._layer(self.hidden_to_embed, hidden) + context_parts[1]
+            combined = embedded + self._layer(self.hidden_to_embed, hidden, HIDDEN_BOUND) + context_parts[1]
             logits = self._layer(self.output, self.dropout(combined))
         else:
-            logits = self._layer(self.output, self.dropout(hidden))
+            logits = self._layer(self.output, self.dropout(hidden), HIDDEN_BOUND)
         return StepOutput(logits, (hidden, cell), alpha)
 
-    def _product(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return packed_linear.linear(x, weight, bias, bfloat16=self.bfloat16_products)
+    def _product(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, input_bound: float | None = None
+    ) -> torch.Tensor:
+        return packed_linear.linear(x, weight, bias, precision=self.product_precision, input_bound=input_bound)
 
-    def _layer(self, layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        return self._product(x, layer.weight, layer.bias)
+    def _layer(self, layer: nn.Linear, x: torch.Tensor, input_bound: float | None = None) -> torch.Tensor:
+        return self._product(x, layer.weight, layer.bias, input_bound)

@@ -15,21 +15,36 @@ storage and version counter are the key, so an optimiser step, a loaded state di
 to another device packs it again. Results equal the plain product up to float rounding.
 ``disabled()`` turns the path off, for comparisons.
 
-``linear(..., bfloat16=True)`` is an opt-in, less exact variant for CPUs that compute in
+``linear(..., precision="bf16")`` is an opt-in, less exact variant for CPUs that compute in
 bfloat16 natively (AVX512-BF16 or AMX): the fast path then multiplies bfloat16 copies of the
 weight and the input (float32 out, the bias added in float32), at any number of rows. Half the
 bytes to read, and kernels that do twice the multiply-adds per instruction: one photo's beam
 search 1.2-1.5x faster on such a CPU, batched searches ~1.7x (BENCHMARKS.md). Each product is
 then exact to about 3 significant digits (bfloat16 keeps 8 bits of mantissa), so a near tie
-between two words may go the other way. Where ``bfloat16_supported()`` is False, the flag
-changes nothing.
+between two words may go the other way. Where ``bfloat16_supported()`` is False, it changes
+nothing.
+
+``linear(..., precision="int8")`` reads a quarter of the bytes: the weight quantised once to
+int8 per output channel, each row of the input to 8 bits per call (dynamic quantisation, 7 bits
+of range as PyTorch's x86 default, so that CPUs without VNNI cannot saturate; per row, so that a
+row's result never depends on the other rows), multiplied by fbgemm's int8 kernels and scaled
+back to float32. One photo's beam search with the shipped two-decoder
+ensemble runs ~2x faster on the 2-core VM, at -0.5% dev CIDEr-D (BENCHMARKS.md). Each output
+is off by at most half a quantisation step of each operand, summed over the inputs. The kernels
+are PyTorch's ``quantized::linear_dynamic`` (what ``torch.ao.quantization.quantize_dynamic``
+runs); making its packed weight still needs a quantised tensor, which PyTorch deprecates, so the
+pinned release is what this is tested on, and a build without the kernels (or whose kernels
+disagree at the first use) keeps float32. Where ``int8_supported()`` is False, it changes
+nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import threading
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -58,8 +73,14 @@ _packed: WeakIdKeyDictionary = WeakIdKeyDictionary()
 """weight -> ((data pointer, version), packed weight); an entry goes when its weight does."""
 _packed_bf16: WeakIdKeyDictionary = WeakIdKeyDictionary()
 """The same for the weights' packed bfloat16 copies."""
+_packed_int8: WeakIdKeyDictionary = WeakIdKeyDictionary()
+"""The same for the weights' int8 copies in fbgemm's layout."""
 _kernels_work: bool | None = None
 _bf16_kernels_work: bool | None = None
+_int8_kernels_work: bool | None = None
+
+PRECISIONS = ("fp32", "bf16", "int8")
+"""What ``linear``'s fast path multiplies in."""
 
 
 def _enabled() -> bool:
@@ -86,8 +107,21 @@ def _cpu_multiplies_bf16() -> bool:
 
 def bfloat16_supported() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX), where
-    ``linear(..., bfloat16=True)`` pays; elsewhere oneDNN would emulate it, slower than float32."""
+    ``linear(..., precision="bf16")`` pays; elsewhere oneDNN would emulate it, slower than float32."""
     return _cpu_multiplies_bf16() and _bf16_kernels_work is not False
+
+
+@functools.cache
+def _cpu_has_int8_kernels() -> bool:
+    return hasattr(torch.ops.quantized, "linear_dynamic") and any(
+        engine in torch.backends.quantized.supported_engines for engine in ("x86", "fbgemm")
+    )
+
+
+def int8_supported() -> bool:
+    """Whether this build has fbgemm's int8 kernels (x86 CPUs), where ``linear(...,
+    precision="int8")`` pays, and they have not failed their first check."""
+    return _cpu_has_int8_kernels() and _int8_kernels_work is not False
 
 
 def _inference_on_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
@@ -120,6 +154,18 @@ def _applies_bf16(x: torch.Tensor, weight: torch.Tensor) -> bool:
         weight.numel() >= _BF16_MIN_WEIGHT_VALUES and x.size(0) > 1
     )
     return large_enough and bfloat16_supported() and _inference_on_cpu(x, weight)
+
+
+def _applies_int8(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """From 512 x 512 on, at any number of rows: smaller weights stay in float32, where a
+    quantised call's fixed cost is most of the product."""
+    return (
+        weight.numel() >= _BF16_MIN_WEIGHT_VALUES
+        and x.size(0) > 0
+        and torch.backends.quantized.engine in ("x86", "fbgemm")
+        and int8_supported()
+        and _inference_on_cpu(x, weight)
+    )
 
 
 def version(tensor: torch.Tensor) -> int:
@@ -175,13 +221,83 @@ def _product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, b
     return out if bias is None else out.add_(bias)
 
 
+def _pack_int8(weight: torch.Tensor) -> torch.ScriptObject | None:
+    """The weight quantised to int8 per output channel in fbgemm's layout, or None where this
+    build cannot (then never again)."""
+    global _int8_kernels_work
+    key = (weight.data_ptr(), version(weight))
+    cached = _packed_int8.get(weight)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    try:
+        scales = (weight.abs().amax(dim=1).clamp_min(1e-12) / 127).double()
+        zero_points = torch.zeros(weight.size(0), dtype=torch.long)
+        with warnings.catch_warnings():
+            # Deprecated quantised tensors are the only way into these kernels (module docstring).
+            warnings.simplefilter("ignore", UserWarning)
+            quantized = torch.quantize_per_channel(weight.detach().contiguous(), scales, zero_points, 0, torch.qint8)
+            packed = torch.ops.quantized.linear_prepack(quantized, None)
+        if _int8_kernels_work is None:
+            probe = torch.randn(_ROWS_HINT, weight.size(1), generator=torch.Generator().manual_seed(0))
+            error = (_product_int8(probe, packed, None) - functional.linear(probe, weight)).abs()
+            # Half a step of each operand, per input, is the most rounding can move an output;
+            # twice that leaves room for the cross terms. A broken kernel is off by far more.
+            input_step = 2 * probe.abs().amax(dim=1, keepdim=True) / 127  # each row's range over 7 bits
+            bound = scales.float() * probe.abs().sum(dim=1, keepdim=True) + input_step * weight.abs().sum(dim=1)
+            _int8_kernels_work = bool((error <= bound).all())
+    except (RuntimeError, AttributeError):
+        _int8_kernels_work = False
+    if not _int8_kernels_work:
+        return None
+    _packed_int8[weight] = (key, packed)
+    return packed
+
+
+def _product_int8(
+    x: torch.Tensor, packed: torch.ScriptObject, bias: torch.Tensor | None, input_bound: float | None = None
+) -> torch.Tensor:
+    # The kernel quantises its whole input with one range, from the input's smallest and largest
+    # values. A row holding -1 and 1 appended to rows each scaled to a largest |value| of 1 (or
+    # -bound and bound, for inputs known to lie within them) makes that range the same for every
+    # call: a row's quantisation, and so its output, never depend on the other rows of the call
+    # (another photo of a batch, another request of the server's micro-batch).
+    if input_bound is None:
+        row_scale = torch.linalg.vector_norm(x, ord=math.inf, dim=1, keepdim=True).clamp_min_(torch.finfo(x.dtype).tiny)
+        x = x / row_scale
+    rows = torch.cat([x, _range_row(x.size(1), input_bound or 1.0, x.device)])
+    out = torch.ops.quantized.linear_dynamic(rows, packed, True)[:-1]
+    if input_bound is None:
+        return out.mul_(row_scale) if bias is None else torch.addcmul(bias, out, row_scale)
+    return out if bias is None else out.add_(bias)
+
+
+@functools.cache
+def _range_row(columns: int, bound: float, device: torch.device) -> torch.Tensor:
+    row = torch.zeros(1, columns, device=device)
+    row[0, 0], row[0, -1] = -bound, bound
+    return row
+
+
 def linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, bfloat16: bool = False
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    precision: str = "fp32",
+    input_bound: float | None = None,
 ) -> torch.Tensor:
     """``nn.functional.linear(x, weight, bias)`` for (N, in) ``x``, through a packed weight
-    where that applies, in bfloat16 with ``bfloat16`` where the CPU supports it natively (see
-    the module docstring)."""
-    for bf16 in (True, False) if bfloat16 else (False,):
+    where that applies, in bfloat16 or int8 with that ``precision`` where the CPU supports it
+    (see the module docstring); otherwise in float32. ``input_bound``: every |x| is at most this
+    (an LSTM's hidden state: 1), which int8 then quantises on that fixed range instead of
+    scaling each row first (fewer operations; a value outside it widens the range of that call,
+    so that its rows depend on each other again, and costs nothing else)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8" and _applies_int8(x, weight):
+        packed = _pack_int8(weight)
+        if packed is not None:
+            return _product_int8(x.contiguous(), packed, bias, input_bound)
+    for bf16 in (True, False) if precision == "bf16" else (False,):
         if (_applies_bf16 if bf16 else _applies)(x, weight):
             packed = _pack(weight, bf16)
             if packed is not None:

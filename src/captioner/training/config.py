@@ -19,6 +19,7 @@ from captioner.encoders.base import EncoderConfig
 from captioner.errors import ConfigError
 from captioner.guidance import DEFAULT_MARGIN, DEFAULT_THRESHOLD, DEFAULT_TRUST
 from captioner.models.decoder import DecoderConfig
+from captioner.models.packed_linear import PRECISIONS
 
 T = TypeVar("T")
 
@@ -155,6 +156,11 @@ class EvalConfig:
     """Captioning and evaluating photos: also encode each photo flipped left to right and mix
     that grid, flipped back, into the photo's own with this weight (0: off; 0.5: their mean).
     A second CNN forward per photo; validation during training (cached features) never does."""
+    precision: str = "fp32"
+    """What captioning with this model runs in unless the caller asks otherwise (``captioner
+    caption --precision``, ``Captioner.from_pretrained(precision=)``): "fp32", "bf16" or "int8"
+    (``captioner.models.captioning.PRECISIONS``), each where the device has the kernels, else
+    fp32. Validation during training always runs in fp32."""
 
     def __post_init__(self) -> None:
         # Checked here, where the file is being read, rather than when a guide is built from it.
@@ -166,6 +172,8 @@ class EvalConfig:
             raise ConfigError(
                 f"eval.guidance_trust must be a probability (above 1: never trust), got {self.guidance_trust}"
             )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"eval.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if not 0.0 <= self.mirror_weight <= 1.0:
             raise ConfigError(f"eval.mirror_weight must be between 0 and 1 (0: off), got {self.mirror_weight}")
         if self.guidance_margin is not None and not self.guidance_margin >= 0.0:
