@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,6 +32,7 @@ from torch import nn
 
 from captioner.encoders.base import Encoder, ImagePreprocess
 from captioner.models import packed_linear
+from captioner.models.packed_linear import PreparedLinear
 from captioner.models.decoder import HIDDEN_BOUND, DecoderState, ShowAttendTellDecoder, StepOutput
 
 
@@ -99,6 +101,26 @@ class EncoderEnsemble(nn.Module):
         return torch.cat([encoder(images) for encoder in self.members], dim=2)
 
 
+@dataclass
+class _LockstepPlan:
+    """A lockstep search's weights and tables, one entry per member where they differ."""
+
+    precision: str
+    hidden_maps: list[PreparedLinear]
+    hidden_to_embed: list[PreparedLinear]
+    output: list[PreparedLinear]
+    word_gates: torch.Tensor
+    """(V, M, 4H)"""
+    embeddings: torch.Tensor
+    """(V, M, E)"""
+    score_weights: torch.Tensor
+    """(M, A), doubled"""
+    weights: torch.Tensor
+    """(M,)"""
+    log_weights: torch.Tensor
+    """(1, M, 1)"""
+
+
 class DecoderEnsemble(nn.Module):
     """``ShowAttendTellDecoder``'s search interface over several decoders of one vocabulary.
 
@@ -135,6 +157,7 @@ class DecoderEnsemble(nn.Module):
         self._hidden_sizes = [member.config.hidden_dim for member in members]
         self._projected_widths: list[int] = []
         self._lockstep_cache: dict[str, tuple[tuple[Any, ...], Any]] = {}
+        self._plan: _LockstepPlan | None = None
         self.lockstep = True
         """Decode small searches with same-shaped members in lockstep (module docstring); False
         steps each member on its own, for comparisons."""
@@ -172,6 +195,7 @@ class DecoderEnsemble(nn.Module):
         # Widths depend on ``with_context_terms``; a search projects once before its steps.
         self._projected_widths = [part.size(2) for part in parts]
         if with_context_terms and self._stackable and not torch.is_grad_enabled():
+            self._plan = self._lockstep_plan()
             return torch.cat(parts, dim=1)
         return torch.cat(parts, dim=2)
 
@@ -215,26 +239,24 @@ class DecoderEnsemble(nn.Module):
         once over an (N, M, ...) stack of the members' values."""
         members, count = self.members, len(self.members)
         config = members[0].config
+        plan = self._plan if self._plan is not None and self._plan.precision == self.product_precision else None
+        plan = plan or self._lockstep_plan()
         images = projected_regions.size(0)
         projected = projected_regions.view(images, count, region_count, -1)  # (B, M, R, W)
         keys, terms = projected.split([config.attention_dim, projected.size(3) - config.attention_dim], dim=3)
         rows = previous_words.size(0)
         per_image = rows // images
         hidden, cell = (part.reshape(rows, count, config.hidden_dim) for part in state)
-        stacked = torch.stack(
-            [member._product(hidden[:, i], *member._hidden_maps(), HIDDEN_BOUND) for i, member in enumerate(members)],
-            dim=1,
-        )
+        stacked = torch.stack([product(hidden[:, i]) for i, product in enumerate(plan.hidden_maps)], dim=1)
         query, hidden_gates, gate_logit = stacked.split([config.attention_dim, 4 * config.hidden_dim, 1], dim=2)
-        word_gates, embedded = self._stacked_tables()
-        word_gates, embedded = word_gates[previous_words], embedded[previous_words]  # (N, M, 4H), (N, M, E)
+        word_gates, embedded = plan.word_gates[previous_words], plan.embeddings[previous_words]  # (N, M, 4H), (N, M, E)
 
         # Attention, per image and member: (B, M, K, R) weights. tanh(x) = 2 sigmoid(2x) - 1, and
         # the constants that leaves (and the score's bias) are the same for every region, so the
         # softmax over regions drops them.
         queries = query.view(images, per_image, count, -1).transpose(1, 2).unsqueeze(3)  # (B, M, K, 1, A)
         activations = (keys.unsqueeze(2) + queries).mul_(2.0).sigmoid_()  # (B, M, K, R, A)
-        energies = activations.mul_(self._score_weights().view(1, count, 1, 1, -1)).sum(dim=4)
+        energies = activations.mul_(plan.score_weights.view(1, count, 1, 1, -1)).sum(dim=4)
         alpha = torch.softmax(energies.float(), dim=3).to(projected_regions.dtype)
         weighted = torch.bmm(
             alpha.view(images * count, per_image, region_count),
@@ -250,21 +272,40 @@ class DecoderEnsemble(nn.Module):
         cell = torch.sigmoid(forget_gate) * cell + torch.sigmoid(input_gate) * torch.tanh(candidate)
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         if config.deep_output:
-            from_hidden = torch.stack(
-                [member._layer(member.hidden_to_embed, hidden[:, i], HIDDEN_BOUND) for i, member in enumerate(members)],
-                dim=1,
-            )
+            from_hidden = torch.stack([product(hidden[:, i]) for i, product in enumerate(plan.hidden_to_embed)], dim=1)
             outputs = embedded + from_hidden + context_parts[1]
         else:
             outputs = hidden
-        bound = None if config.deep_output else HIDDEN_BOUND
-        logits = torch.stack(
-            [member._layer(member.output, outputs[:, i], bound) for i, member in enumerate(members)], dim=1
-        )  # (N, M, V)
-        log_probs = torch.log_softmax(logits.float(), dim=2).add_(self._log_weight_column(logits.device))
-        mixed_alpha = torch.einsum("bmkr,m->bkr", alpha.float(), self._weight_column(alpha.device)).reshape(rows, -1)
+        logits = torch.stack([product(outputs[:, i]) for i, product in enumerate(plan.output)], dim=1)  # (N, M, V)
+        log_probs = torch.log_softmax(logits.float(), dim=2).add_(plan.log_weights)
+        mixed_alpha = torch.einsum("bmkr,m->bkr", alpha.float(), plan.weights).reshape(rows, -1)
         new_state = (hidden.reshape(rows, -1), cell.reshape(rows, -1))
         return StepOutput(torch.logsumexp(log_probs, dim=1), new_state, mixed_alpha)
+
+    def _lockstep_plan(self) -> _LockstepPlan:
+        """What a lockstep search's steps read, looked up once per search."""
+        members = self.members
+        device = members[0].output.weight.device
+        word_gates, embeddings = self._stacked_tables()
+        precision = self.product_precision
+        deep_output = members[0].config.deep_output
+        return _LockstepPlan(
+            precision=precision,
+            hidden_maps=[PreparedLinear(*m._hidden_maps(), precision, HIDDEN_BOUND) for m in members],
+            hidden_to_embed=[
+                PreparedLinear(m.hidden_to_embed.weight, m.hidden_to_embed.bias, precision, HIDDEN_BOUND)
+                for m in members
+            ] if deep_output else [],
+            output=[
+                PreparedLinear(m.output.weight, m.output.bias, precision, None if deep_output else HIDDEN_BOUND)
+                for m in members
+            ],
+            word_gates=word_gates,
+            embeddings=embeddings,
+            score_weights=self._score_weights(),
+            weights=self._weight_column(device),
+            log_weights=self._log_weight_column(device),
+        )
 
     def _stacked_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(V, M, 4H) word gates and (V, M, E) embeddings of the members, one lookup each a step;

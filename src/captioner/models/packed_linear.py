@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import math
 import threading
 import warnings
 from collections.abc import Iterator
@@ -260,9 +259,11 @@ def _product_int8(
     # values. A row holding -1 and 1 appended to rows each scaled to a largest |value| of 1 (or
     # -bound and bound, for inputs known to lie within them) makes that range the same for every
     # call: a row's quantisation, and so its output, never depend on the other rows of the call
-    # (another photo of a batch, another request of the server's micro-batch).
+    # (another photo of a batch, another request of the server's micro-batch). Both ways make a
+    # new contiguous input, so ``x`` may be any (N, in) view.
     if input_bound is None:
-        row_scale = torch.linalg.vector_norm(x, ord=math.inf, dim=1, keepdim=True).clamp_min_(torch.finfo(x.dtype).tiny)
+        # abs().amax(): ~9x faster here than vector_norm(ord=inf) for a photo's 49 regions.
+        row_scale = x.abs().amax(dim=1, keepdim=True).clamp_min_(torch.finfo(x.dtype).tiny)
         x = x / row_scale
     rows = torch.cat([x, _range_row(x.size(1), input_bound or 1.0, x.device)])
     out = torch.ops.quantized.linear_dynamic(rows, packed, True)[:-1]
@@ -296,10 +297,29 @@ def linear(
     if precision == "int8" and _applies_int8(x, weight):
         packed = _pack_int8(weight)
         if packed is not None:
-            return _product_int8(x.contiguous(), packed, bias, input_bound)
+            return _product_int8(x, packed, bias, input_bound)
     for bf16 in (True, False) if precision == "bf16" else (False,):
         if (_applies_bf16 if bf16 else _applies)(x, weight):
             packed = _pack(weight, bf16)
             if packed is not None:
                 return _product(x.contiguous(), packed, bias, bf16)
     return functional.linear(x, weight, bias)
+
+
+class PreparedLinear:
+    """``linear(x, weight, bias, precision, input_bound)`` with the decisions that depend only on
+    the weight made once: for a search that multiplies the same weight a few rows at a time at
+    every step, where looking the packed weight up again each time costs about a third of an
+    int8 product. Valid while the weight is unchanged (one search); ``linear`` re-checks."""
+
+    def __init__(
+        self, weight: torch.Tensor, bias: torch.Tensor | None, precision: str = "fp32", input_bound: float | None = None
+    ) -> None:
+        self.weight, self.bias, self.precision, self.input_bound = weight, bias, precision, input_bound
+        probe = torch.empty(_ROWS_HINT, weight.size(1), dtype=weight.dtype, device=weight.device)
+        self._int8 = _pack_int8(weight) if precision == "int8" and _applies_int8(probe, weight) else None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self._int8 is not None and x.size(0) > 0:
+            return _product_int8(x, self._int8, self.bias, self.input_bound)
+        return linear(x, self.weight, self.bias, self.precision, self.input_bound)
