@@ -2,7 +2,8 @@
 
 Usage: .venv/bin/python benchmarks/int8_decoder_probe.py [--checkpoint RUN_DIR] [--rounds 4]
 
-A probe, not a feature. Every matrix product of the decoder's search runs through
+The probe that led to ``precision="int8"`` (``packed_linear``), which quantises each input row
+on its own range instead of one range per call as here. Every matrix product of the decoder's search runs through
 ``captioner.models.packed_linear.linear`` (the stacked hidden-state, region, context and
 initial-state maps, hidden-to-embedding and the output layer); the probe swaps that function for
 dynamic int8 quantisation: weights quantised per output channel to int8 once, activations per
@@ -49,7 +50,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(describe_machine())
-    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu")
+    # fp32 explicitly: the shipped ensemble's own precision is int8 (per-row, what this probe led to).
+    captioner = Captioner.from_pretrained(args.checkpoint, device="cpu", precision="fp32")
     tokens = search_tokens(captioner.vocabulary)
     settings = captioner.default_settings(3)
     decoder = captioner.model.decoder
@@ -91,7 +93,11 @@ def int8_products():
     plain = packed_linear.linear
 
     def linear(
-        x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, bfloat16: bool = False
+        x: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None = None,
+        precision: str = "fp32",
+        input_bound: float | None = None,
     ) -> torch.Tensor:
         # int8 replaces whatever precision the decoder asked for (it runs fp32 in this probe).
         key = (id(weight), id(bias))

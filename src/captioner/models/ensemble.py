@@ -31,9 +31,8 @@ import torch
 from torch import nn
 
 from captioner.encoders.base import Encoder, ImagePreprocess
-from captioner.models import packed_linear
 from captioner.models.packed_linear import PreparedLinear
-from captioner.models.decoder import HIDDEN_BOUND, DecoderState, ShowAttendTellDecoder, StepOutput
+from captioner.models.decoder import HIDDEN_BOUND, DecoderState, ShowAttendTellDecoder, StepOutput, derived
 
 
 class _Channels(nn.Module):
@@ -331,11 +330,4 @@ class DecoderEnsemble(nn.Module):
         )
 
     def _cached(self, name: str, sources: list[torch.Tensor], build: Callable[[], Any]) -> Any:
-        """A value built from ``sources`` (parameters), rebuilt when one of them changes: their
-        storage and version counters are the key, as in ``ShowAttendTellDecoder``."""
-        key = tuple((t.data_ptr(), packed_linear.version(t), t.dtype) for t in sources)
-        cached = self._lockstep_cache.get(name)
-        if cached is None or cached[0] != key:
-            cached = (key, build())
-            self._lockstep_cache[name] = cached
-        return cached[1]
+        return derived(self._lockstep_cache, name, sources, build)
