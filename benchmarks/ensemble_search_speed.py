@@ -31,22 +31,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
 from caption_latency import latency_regions  # noqa: E402
+from packed_linear import median_us  # noqa: E402  (benchmarks/packed_linear.py)
 
 from captioner.api import Captioner
 from captioner.decoding import decode
 from captioner.models import packed_linear
 from captioner.training.evaluation import search_tokens
-
-
-def median_us(function: Callable[[], object], calls: int = 2000) -> float:
-    for _ in range(50):
-        function()
-    times = []
-    for _ in range(calls):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return 1e6 * statistics.median(times)
 
 
 def product_kernels(weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -81,7 +71,7 @@ def product_kernels(weight: torch.Tensor, bias: torch.Tensor) -> None:
     with torch.inference_mode():
         for name, kernel in kernels.items():
             error = float((kernel().float() + (bias if "weights only" in name else 0) - expected).abs().max())
-            print(f"  {name:<48} {median_us(kernel):7.1f} us  (largest difference from float32 {error:.4f})")
+            print(f"  {name:<48} {median_us(kernel, 2000):7.1f} us  (largest difference from float32 {error:.4f})")
 
 
 def weight_only_int8() -> Callable:

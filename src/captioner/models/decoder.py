@@ -40,11 +40,10 @@ _Derived = TypeVar("_Derived")
 DecoderState = tuple[torch.Tensor, torch.Tensor]
 """(h, c) of the LSTM cell, each (N, hidden_dim)."""
 
-
-
 HIDDEN_BOUND = 1.0
 """|h| <= 1 for an LSTM's hidden state h = sigmoid(o) tanh(c) (and for tanh of the initial
 state): int8 products of it quantise on that fixed range (``packed_linear.linear``)."""
+
 
 @dataclass
 class DecoderConfig:
@@ -73,20 +72,6 @@ class StepOutput:
     state: DecoderState
     alpha: torch.Tensor
     """(N, R) attention weights of this step."""
-
-
-def derived(
-    cache: dict[str, tuple[tuple[Any, ...], Any]], name: str, sources: list[torch.Tensor], build: Callable[[], _Derived]
-) -> _Derived:
-    """A value computed from parameters for inference, kept in ``cache`` under ``name`` while
-    they are unchanged: their storage and version counters are the key, so an optimiser step, a
-    loaded state dict or a move to another device rebuilds it."""
-    key = tuple((t.data_ptr(), packed_linear.version(t), t.dtype) for t in sources)
-    cached = cache.get(name)
-    if cached is None or cached[0] != key:
-        cached = (key, build())
-        cache[name] = cached
-    return cached[1]
 
 
 class ShowAttendTellDecoder(nn.Module):
@@ -272,7 +257,15 @@ class ShowAttendTellDecoder(nn.Module):
         return StepOutput(self._word_logits(embedded, state[0], context), state, alpha)
 
     def _derived(self, name: str, sources: list[torch.Tensor], build: Callable[[], _Derived]) -> _Derived:
-        return derived(self._inference_cache, name, sources, build)
+        """A value computed from parameters for inference, cached under ``name`` while they are
+        unchanged: their storage and version counters are the key, so an optimiser step, a
+        loaded state dict or a move to another device rebuilds it."""
+        key = tuple((t.data_ptr(), packed_linear.version(t), t.dtype) for t in sources)
+        cached = self._inference_cache.get(name)
+        if cached is None or cached[0] != key:
+            cached = (key, build())
+            self._inference_cache[name] = cached
+        return cached[1]
 
     def _word_gate_table(self) -> torch.Tensor:
         """(V, 4H): every word's embedding through the LSTM's input weights, plus their bias.

@@ -23,16 +23,15 @@ products.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
 from captioner.encoders.base import Encoder, ImagePreprocess
+from captioner.models.decoder import HIDDEN_BOUND, DecoderState, ShowAttendTellDecoder, StepOutput
 from captioner.models.packed_linear import PreparedLinear
-from captioner.models.decoder import HIDDEN_BOUND, DecoderState, ShowAttendTellDecoder, StepOutput, derived
 
 
 class _Channels(nn.Module):
@@ -108,10 +107,10 @@ class _LockstepPlan:
     hidden_maps: list[PreparedLinear]
     hidden_to_embed: list[PreparedLinear]
     output: list[PreparedLinear]
-    word_gates: torch.Tensor
-    """(V, M, 4H)"""
-    embeddings: torch.Tensor
-    """(V, M, E)"""
+    word_gates: list[torch.Tensor]
+    """Each member's (V, 4H) word-gate table (``ShowAttendTellDecoder._word_gate_table``)."""
+    embeddings: list[torch.Tensor]
+    """Each member's (V, E) embeddings."""
     score_weights: torch.Tensor
     """(M, A), doubled"""
     weights: torch.Tensor
@@ -155,7 +154,6 @@ class DecoderEnsemble(nn.Module):
         self.feature_dim = max(s.stop for s in self.feature_slices)
         self._hidden_sizes = [member.config.hidden_dim for member in members]
         self._projected_widths: list[int] = []
-        self._lockstep_cache: dict[str, tuple[tuple[Any, ...], Any]] = {}
         self._plan: _LockstepPlan | None = None
         self.lockstep = True
         """Decode small searches with same-shaped members in lockstep (module docstring); False
@@ -248,7 +246,9 @@ class DecoderEnsemble(nn.Module):
         hidden, cell = (part.reshape(rows, count, config.hidden_dim) for part in state)
         stacked = torch.stack([product(hidden[:, i]) for i, product in enumerate(plan.hidden_maps)], dim=1)
         query, hidden_gates, gate_logit = stacked.split([config.attention_dim, 4 * config.hidden_dim, 1], dim=2)
-        word_gates, embedded = plan.word_gates[previous_words], plan.embeddings[previous_words]  # (N, M, 4H), (N, M, E)
+        # (N, M, 4H): one lookup per member's table (a stacked copy of the tables would take
+        # another ~50 MB and look up no faster).
+        word_gates = torch.stack([table[previous_words] for table in plan.word_gates], dim=1)
 
         # Attention, per image and member: (B, M, K, R) weights. tanh(x) = 2 sigmoid(2x) - 1, and
         # the constants that leaves (and the score's bias) are the same for every region, so the
@@ -272,6 +272,7 @@ class DecoderEnsemble(nn.Module):
         hidden = torch.sigmoid(output_gate) * torch.tanh(cell)
         if config.deep_output:
             from_hidden = torch.stack([product(hidden[:, i]) for i, product in enumerate(plan.hidden_to_embed)], dim=1)
+            embedded = torch.stack([table[previous_words] for table in plan.embeddings], dim=1)  # (N, M, E)
             outputs = embedded + from_hidden + context_parts[1]
         else:
             outputs = hidden
@@ -285,7 +286,6 @@ class DecoderEnsemble(nn.Module):
         """What a lockstep search's steps read, looked up once per search."""
         members = self.members
         device = members[0].output.weight.device
-        word_gates, embeddings = self._stacked_tables()
         precision = self.product_precision
         deep_output = members[0].config.deep_output
         return _LockstepPlan(
@@ -299,35 +299,9 @@ class DecoderEnsemble(nn.Module):
                 PreparedLinear(m.output.weight, m.output.bias, precision, None if deep_output else HIDDEN_BOUND)
                 for m in members
             ],
-            word_gates=word_gates,
-            embeddings=embeddings,
-            score_weights=self._score_weights(),
-            weights=self._weight_column(device),
-            log_weights=self._log_weight_column(device),
+            word_gates=[m._word_gate_table() for m in members],
+            embeddings=[m.embedding.weight for m in members],
+            score_weights=2.0 * torch.cat([m.attention.score.weight for m in members]),
+            weights=torch.tensor(self.weights, device=device),
+            log_weights=torch.tensor(self._log_weights, device=device).view(1, -1, 1),
         )
-
-    def _stacked_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(V, M, 4H) word gates and (V, M, E) embeddings of the members, one lookup each a step;
-        rebuilt when a member's tables change (their caches' keys)."""
-        sources = [t for m in self.members for t in (m._word_gate_table(), m.embedding.weight)]
-        return self._cached(
-            "tables", sources, lambda: (torch.stack(sources[0::2], dim=1), torch.stack(sources[1::2], dim=1))
-        )
-
-    def _score_weights(self) -> torch.Tensor:
-        """(M, A): each member's attention score vector, doubled (the sigmoid form's 2 w)."""
-        sources = [m.attention.score.weight for m in self.members]
-        return self._cached("score_weights", sources, lambda: 2.0 * torch.cat(sources))
-
-    def _weight_column(self, device: torch.device) -> torch.Tensor:
-        """(M,) mixture weights."""
-        return self._cached(f"weights_{device}", [], lambda: torch.tensor(self.weights, device=device))
-
-    def _log_weight_column(self, device: torch.device) -> torch.Tensor:
-        """(1, M, 1) log mixture weights."""
-        return self._cached(
-            f"log_weights_{device}", [], lambda: torch.tensor(self._log_weights, device=device).view(1, -1, 1)
-        )
-
-    def _cached(self, name: str, sources: list[torch.Tensor], build: Callable[[], Any]) -> Any:
-        return derived(self._lockstep_cache, name, sources, build)
