@@ -81,7 +81,12 @@ def test_stored_dev_metrics_match_a_re_evaluation_on_the_first_dev_images(shippe
     from captioner.training.evaluation import caption_records, score_predictions
     from captioner.training.inputs import InputKind, PixelInput
 
-    stored = json.loads((PRETRAINED_DIR / DEFAULT_MODEL / "metrics.json").read_text())["flickr8k_dev_first_100_beam3"]
+    metrics = json.loads((PRETRAINED_DIR / DEFAULT_MODEL / "metrics.json").read_text())
+    measured_in = metrics.get("flickr8k_dev_from_photos_precision", "fp32")
+    if shipped.precision != measured_in:
+        pytest.skip(f"the stored metrics were measured in {measured_in}; this machine runs the model in "
+                    f"{shipped.precision} (no kernels for {measured_in})")
+    stored = metrics["flickr8k_dev_first_100_beam3"]
     records = load_records(FLICKR8K, split="val")[:100]
     predictions = caption_records(shipped.model, records, PixelInput(shipped.model.encoder.preprocess),
                                   InputKind.PIXELS, shipped.vocabulary, shipped.default_settings(3),
