@@ -36,6 +36,6 @@ def test_cpu_inference_weights_equal_the_training_maths(monkeypatch):
     projected = attention.project_regions(regions)
     expected = attention.weights(projected, hidden)  # autograd on: the training path
     for group_values in (1, 2 * 3 * 7 * 4, 1 << 19):
-        monkeypatch.setattr(attention_module, "_GROUP_VALUES", group_values)
+        monkeypatch.setattr(attention_module, "ENERGY_GROUP_VALUES", group_values)
         with torch.inference_mode():
             torch.testing.assert_close(attention.weights(projected, hidden), expected)

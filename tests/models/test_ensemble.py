@@ -142,7 +142,12 @@ def _members_one_by_one(ensemble: DecoderEnsemble) -> DecoderEnsemble:
 
 
 @pytest.mark.parametrize("deep_output", [True, False])
-def test_members_of_one_shape_step_in_lockstep_as_they_step_one_by_one(deep_output: bool) -> None:
+@pytest.mark.parametrize("one_image_per_group", [False, True])
+def test_members_of_one_shape_step_in_lockstep_as_they_step_one_by_one(
+    deep_output: bool, one_image_per_group: bool, monkeypatch
+) -> None:
+    if one_image_per_group:  # the attention's energies then run image by image
+        monkeypatch.setattr("captioner.models.ensemble.ENERGY_GROUP_VALUES", 1)
     members = []
     for seed in (5, 6):
         torch.manual_seed(seed)

@@ -100,6 +100,20 @@ def test_the_shipped_default_captions_in_int8_and_fp32_stays_exact_on_request():
     assert result.attention.shape == (len(result.words), 7, 7)
 
 
+@needs_int8_kernels
+def test_an_int8_caption_does_not_depend_on_the_other_photos_of_its_batch():
+    """The server micro-batches requests: a photo must get the same caption, score and attention
+    alone as beside others, in a small batch or a large one (more than
+    ``CONTEXT_TERMS_MAX_IMAGES``, which in fp32 decodes another way)."""
+    shipped = Captioner.from_pretrained(device="cpu")
+    photos = sorted((ROOT / "examples" / "photos").glob("*.jpg"))
+    (alone,) = shipped.caption(DOG, guidance=False)
+    for batch in (photos[:4], photos + photos[:2]):  # 4 photos and 10
+        beside = [r for r in shipped.caption(batch, guidance=False) if r.source == str(DOG)][0]
+        assert (beside.caption, beside.score) == (alone.caption, alone.score), len(batch)
+        assert torch.equal(torch.as_tensor(beside.attention), torch.as_tensor(alone.attention))
+
+
 def test_a_run_captions_in_its_own_precision_unless_asked(tiny_run, tmp_path):
     assert Captioner.from_pretrained(tiny_run, device="cpu").precision == "fp32"  # the config's default
     run = shutil.copytree(tiny_run, tmp_path / "run")

@@ -64,7 +64,7 @@ class SoftAttention(nn.Module):
         weight = 2.0 * self.score.weight
         bias = self.score.bias - self.score.weight.sum()
         images, per_image, region_count, size = keys.size(0), query.size(1), keys.size(2), keys.size(3)
-        group = max(1, _GROUP_VALUES // (per_image * region_count * size))
+        group = max(1, ENERGY_GROUP_VALUES // (per_image * region_count * size))
         energies = [
             nn.functional.linear(
                 (keys[start : start + group] + query[start : start + group]).mul_(2.0).sigmoid_(),
@@ -76,7 +76,7 @@ class SoftAttention(nn.Module):
         return energies[0] if len(energies) == 1 else torch.cat(energies)
 
 
-_GROUP_VALUES = 1 << 19
+ENERGY_GROUP_VALUES = 1 << 19
 """About 2 MB of float32: the temporary of ``_cpu_inference_energies`` per group of images (6
 images of 3 beams with the shipped model). With the sigmoid form, it computes 100 images'
 energies ~4x faster than ``score(tanh(k + q))`` at once on the 2-core CPU

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from captioner.encoders.base import Encoder, ImagePreprocess
+from captioner.models.attention import ENERGY_GROUP_VALUES
 from captioner.models.decoder import HIDDEN_BOUND, DecoderState, ShowAttendTellDecoder, StepOutput
 from captioner.models.packed_linear import PreparedLinear
 
@@ -253,9 +254,15 @@ class DecoderEnsemble(nn.Module):
         # Attention, per image and member: (B, M, K, R) weights. tanh(x) = 2 sigmoid(2x) - 1, and
         # the constants that leaves (and the score's bias) are the same for every region, so the
         # softmax over regions drops them.
+        # A few images at a time, so that the (images, M, K, R, A) temporary stays in cache.
         queries = query.view(images, per_image, count, -1).transpose(1, 2).unsqueeze(3)  # (B, M, K, 1, A)
-        activations = (keys.unsqueeze(2) + queries).mul_(2.0).sigmoid_()  # (B, M, K, R, A)
-        energies = activations.mul_(plan.score_weights.view(1, count, 1, 1, -1)).sum(dim=4)
+        score_weights = plan.score_weights.view(1, count, 1, 1, -1)
+        group = max(1, ENERGY_GROUP_VALUES // (count * per_image * region_count * config.attention_dim))
+        energies = torch.cat([
+            (keys[start : start + group].unsqueeze(2) + queries[start : start + group])
+            .mul_(2.0).sigmoid_().mul_(score_weights).sum(dim=4)
+            for start in range(0, max(images, 1), group)
+        ])  # (B, M, K, R)
         alpha = torch.softmax(energies.float(), dim=3).to(projected_regions.dtype)
         weighted = torch.bmm(
             alpha.view(images * count, per_image, region_count),

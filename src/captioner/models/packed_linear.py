@@ -29,7 +29,7 @@ int8 per output channel, each row of the input to 8 bits per call (dynamic quant
 of range as PyTorch's x86 default, so that CPUs without VNNI cannot saturate; per row, so that a
 row's result never depends on the other rows), multiplied by fbgemm's int8 kernels and scaled
 back to float32. One photo's beam search with the shipped two-decoder ensemble runs ~2x faster
-on the 2-core VM, at the same dev CIDEr-D (0.612 against fp32's 0.611; BENCHMARKS.md). Each output
+on the 2-core VM, at the same dev CIDEr-D (0.613 against fp32's 0.611; BENCHMARKS.md). Each output
 is off by at most half a quantisation step of each operand, summed over the inputs. The kernels
 are PyTorch's ``quantized::linear_dynamic`` (what ``torch.ao.quantization.quantize_dynamic``
 runs); making its packed weight still needs a quantised tensor, which PyTorch deprecates, so the
