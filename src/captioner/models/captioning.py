@@ -20,7 +20,7 @@ chunks of 1 / 2 / 4 / 8 / 16 / 64): the shipped ensemble's two CNNs 35.8 / 28.1 
 43.0 / 52.5 ms a photo, EfficientNet-Lite0 16.9 / 11.9 / 12.5 / 12.9 / 18.3 / 21.2 ms. Chunks
 leave the features unchanged (eval-mode BatchNorm); training keeps whole batches."""
 
-PRECISIONS = ("fp32", "bf16", "int8")
+PRECISIONS = packed_linear.PRECISIONS
 """Inference precisions: ``bf16`` runs the CNN under bfloat16 autocast and, on a CPU, the
 decoder's large products in bfloat16, where the hardware computes bfloat16 natively; ``int8``
 keeps the CNN in float32 and runs the decoder's large products on a CPU with int8 weights and

@@ -19,7 +19,7 @@ from captioner.encoders.base import EncoderConfig
 from captioner.errors import ConfigError
 from captioner.guidance import DEFAULT_MARGIN, DEFAULT_THRESHOLD, DEFAULT_TRUST
 from captioner.models.decoder import DecoderConfig
-from captioner.models.packed_linear import PRECISIONS
+from captioner.models.captioning import PRECISIONS
 
 T = TypeVar("T")
 
