@@ -148,3 +148,18 @@ def test_image_set_and_collate_images():
     assert all(isinstance(b, ImageBatch) for b in batches)
     assert [i for b in batches for i in b.record_indices.tolist()] == [0, 1, 2, 3, 4]
     assert batches[0].inputs.shape == (2, 2, 3) and len(batches[-1]) == 1
+
+
+def test_collate_puts_the_longest_caption_first_and_keeps_each_row_together():
+    from captioner.data.batches import TrainingItem
+
+    word_counts = [1, 3, 2, 3]
+    items = [
+        TrainingItem(torch.full((2, 3), float(index)), torch.tensor([Vocabulary.start_id] + [5] * n + [Vocabulary.end_id]), index)
+        for index, n in enumerate(word_counts)
+    ]
+    batch = collate_captions(items)
+    assert batch.lengths.tolist() == [5, 5, 4, 3]
+    assert batch.record_indices.tolist() == [1, 3, 2, 0]  # ties keep their order
+    assert batch.inputs[:, 0, 0].tolist() == [1.0, 3.0, 2.0, 0.0]
+    assert [int((row != Vocabulary.pad_id).sum()) for row in batch.captions] == [5, 5, 4, 3]

@@ -249,3 +249,55 @@ def test_pure_self_critical_with_no_advantage_leaves_the_weights_alone() -> None
     before = [p.detach().clone() for p in model.decoder.parameters()]
     step(batch)
     assert all(torch.equal(a, b) for a, b in zip(before, model.decoder.parameters()))
+
+
+def test_forced_log_probs_equal_the_log_probs_sampling_computed() -> None:
+    from captioner.training.self_critical import forced_log_probs
+
+    vocabulary = Vocabulary(WORDS)
+    decoder = tiny_decoder(vocabulary).double().eval()
+    tokens = search_tokens(vocabulary)
+    regions = torch.randn(6, 3, 4, dtype=torch.float64)
+    torch.manual_seed(4)
+    sampled = sample_captions(decoder, regions, tokens, max_length=6, temperature=0.7, per_image=3)
+    forced = forced_log_probs(decoder, regions, sampled, tokens, temperature=0.7)
+    assert sampled.token_ids.shape == (18, sampled.mask.size(1))
+    torch.testing.assert_close(forced, sampled.log_probs * sampled.mask)
+
+
+def test_both_ways_of_computing_the_policy_gradient_agree() -> None:
+    """Sampling with autograd on (the path for decoders trained with dropout) and sampling
+    without it, then scoring the samples by teacher forcing, give the same loss and gradient."""
+    vocabulary = Vocabulary(WORDS)
+    tokens = search_tokens(vocabulary)
+    regions = torch.randn(5, 3, 4, dtype=torch.float64)
+    losses, grads = [], []
+    for training in (True, False):
+        decoder = tiny_decoder(vocabulary).double().train(training)  # dropout 0: same maths
+        torch.manual_seed(5)
+        step = self_critical_loss(decoder, regions, list(range(5)), TargetWordReward("red"), vocabulary,
+                                  tokens, samples=4, max_length=6)
+        losses.append(step.loss)
+        grads.append(torch.autograd.grad(step.loss, list(decoder.parameters()), allow_unused=True))
+    torch.testing.assert_close(losses[0], losses[1])
+    for with_sampling, forced in zip(*grads):
+        if with_sampling is None:
+            assert forced is None or float(forced.abs().max()) == 0.0
+        else:
+            torch.testing.assert_close(forced, with_sampling, rtol=1e-5, atol=1e-7)
+
+
+def test_draw_words_follows_the_probabilities_and_never_draws_impossible_words() -> None:
+    from captioner.training.self_critical import draw_words
+
+    probabilities = torch.tensor([[0.0, 0.5, 0.2, 0.0, 0.3], [0.0, 0.0, 0.0, 1.0, 0.0]])
+    draws = 40_000
+    generator = torch.Generator().manual_seed(0)
+    words = draw_words(probabilities.repeat(draws, 1), generator).view(draws, 2)
+    assert (words[:, 1] == 3).all()
+    shares = torch.bincount(words[:, 0], minlength=5).double() / draws
+    assert shares[0] == 0 and shares[3] == 0
+    # Three standard deviations of a share of 40,000 draws is at most 0.0075.
+    torch.testing.assert_close(shares, probabilities[0].double(), rtol=0, atol=0.0075)
+    # Unnormalised rows are fine; the last word with mass is reachable.
+    assert draw_words(torch.tensor([[0.0, 0.0, 2.0]])).item() == 2

@@ -166,7 +166,10 @@ def encode_captions(captions: Sequence[str], vocabulary: Vocabulary, max_length:
 
 
 def collate_captions(items: Sequence[TrainingItem]) -> CaptionBatch:
-    """Stack inputs and pad captions on the right with ``<pad>``."""
+    """Stack inputs and pad captions on the right with ``<pad>``, longest caption first: the
+    order teacher forcing computes in (``ShowAttendTellDecoder.forward``), so that it need not
+    reorder the batch's regions."""
+    items = sorted(items, key=lambda item: -len(item.caption_ids))
     lengths = torch.tensor([len(item.caption_ids) for item in items], dtype=torch.long)
     captions = torch.full((len(items), int(lengths.max())), Vocabulary.pad_id, dtype=torch.long)
     for row, item in enumerate(items):

@@ -106,5 +106,9 @@ def doubly_stochastic_penalty(alphas: torch.Tensor, step_mask: torch.Tensor) -> 
     It pushes the decoder to look at every region at some point of the caption. ``alphas`` is
     (B, T, R); ``step_mask`` (B, T) is 1 for real words so that padding adds no attention.
     """
-    attention_per_region = (alphas * step_mask.unsqueeze(2)).sum(dim=1)
+    return coverage_penalty((alphas * step_mask.unsqueeze(2)).sum(dim=1))
+
+
+def coverage_penalty(attention_per_region: torch.Tensor) -> torch.Tensor:
+    """``doubly_stochastic_penalty`` from each caption's total attention per region (B, R)."""
     return ((1.0 - attention_per_region) ** 2).sum(dim=1).mean()

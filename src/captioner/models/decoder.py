@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from captioner.models import packed_linear
-from captioner.models.attention import SoftAttention, weighted_sum
+from captioner.models.attention import SoftAttention, rows_per_image, weighted_sum
+from captioner.models.recurrence import PackedSteps, attention_lstm
 
 _Derived = TypeVar("_Derived")
 
@@ -59,10 +60,38 @@ class DecoderConfig:
 
 @dataclass
 class TeacherForcedOutput:
-    logits: torch.Tensor
-    """(B, T, V): scores of the word at position t+1 given words 0..t."""
-    alphas: torch.Tensor
-    """(B, T, R): the attention weights used to predict each of those words."""
+    """Teacher forcing's scores at the positions it computed, packed: ``word_logits[i]`` (V,) are
+    the scores of the word at position ``steps[i]`` + 1 of caption ``rows[i]`` given its words up
+    to ``steps[i]``, and ``word_alphas[i]`` (R,) the attention weights used to predict it.
+    ``logits`` and ``alphas`` lay them out as (B, T, ·), 0 where nothing was computed."""
+
+    word_logits: torch.Tensor
+    word_alphas: torch.Tensor
+    rows: torch.Tensor
+    steps: torch.Tensor
+    shape: tuple[int, int]
+    """(B, T): captions and positions."""
+
+    @classmethod
+    def from_padded(cls, logits: torch.Tensor, alphas: torch.Tensor) -> TeacherForcedOutput:
+        """Every position of (B, T, V) ``logits`` and (B, T, R) ``alphas``."""
+        images, steps = logits.shape[:2]
+        rows = torch.arange(images, device=logits.device).repeat_interleave(steps)
+        positions = torch.arange(steps, device=logits.device).repeat(images)
+        return cls(logits.flatten(0, 1), alphas.flatten(0, 1), rows, positions, (images, steps))
+
+    def _padded(self, packed: torch.Tensor) -> torch.Tensor:
+        return packed.new_zeros(*self.shape, packed.size(1)).index_put((self.rows, self.steps), packed)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """(B, T, V)."""
+        return self._padded(self.word_logits)
+
+    @property
+    def alphas(self) -> torch.Tensor:
+        """(B, T, R)."""
+        return self._padded(self.word_alphas)
 
 
 @dataclass
@@ -181,12 +210,23 @@ class ShowAttendTellDecoder(nn.Module):
         return self.output(self.dropout(hidden))
 
     def forward(
-        self, regions: torch.Tensor, captions: torch.Tensor, sampling_probability: float = 0.0
+        self,
+        regions: torch.Tensor,
+        captions: torch.Tensor,
+        sampling_probability: float = 0.0,
+        lengths: torch.Tensor | None = None,
     ) -> TeacherForcedOutput:
         """Teacher forcing: ``captions`` (B, T+1) start with <start>; predicts positions 1..T.
 
-        The LSTM runs step by step, but the output layer (the large vocabulary projection)
-        runs once over all steps, which is where most of the arithmetic is.
+        ``lengths`` (B,): how many positions of each caption to predict (its words and <end>;
+        default all T). ``regions`` has a row per caption, or one per image shared by B // images
+        consecutive captions (several captions of one image), projected once per image. Positions past a caption's length are not computed: their logits and
+        attention weights are 0, and a loss must mask them, as it masks padding.
+
+        The recurrence runs in ``recurrence.attention_lstm`` (captions in length order, a
+        backward through time by hand); the output layer, where most of the arithmetic is, runs
+        once over every computed position. Gradients match autograd through ``step`` word by
+        word (tests/models/test_recurrence.py).
 
         ``sampling_probability`` > 0 is scheduled sampling (Bengio et al. 2015): from the second
         word on, each caption's input word is, with that probability, a word sampled from the
@@ -195,22 +235,42 @@ class ShowAttendTellDecoder(nn.Module):
         """
         if sampling_probability > 0.0:
             return self._forward_scheduled_sampling(regions, captions, sampling_probability)
-        steps = captions.size(1) - 1
-        embedded = self.embedding(captions[:, :steps])
-        projected = self.project_regions(regions)
+        images, steps = captions.size(0), captions.size(1) - 1
+        device = captions.device
+        if lengths is None:
+            lengths = torch.full((images,), steps, dtype=torch.long, device=device)
+        lengths = lengths.to(device=device, dtype=torch.long).clamp(0, steps)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        in_order = bool((order == torch.arange(images, device=device)).all())
+        packing = PackedSteps.from_sorted_lengths(lengths[order].tolist())
+        packed_rows, packed_steps = packing.rows_and_steps(device)
+        source_rows = packed_rows if in_order else order[packed_rows]
+        embedded = self.embedding(captions[source_rows, packed_steps])
+        per_image = rows_per_image(images, regions.size(0))
+        image_rows = torch.div(order, per_image, rounding_mode="floor")
         state = self.init_state(regions)
-        hiddens, contexts, alphas = [], [], []
-        for t in range(steps):
-            state, context, alpha = self._attend_and_update(
-                self.dropout(embedded[:, t]), state, regions, projected
-            )
-            hiddens.append(state[0])
-            contexts.append(context)
-            alphas.append(alpha)
-        logits = self._word_logits(
-            embedded, torch.stack(hiddens, dim=1), torch.stack(contexts, dim=1)
+        if per_image > 1 or not in_order:
+            state = (state[0][image_rows], state[1][image_rows])
+        embed_dim = self.config.embed_dim
+        word_gates = nn.functional.linear(
+            self.dropout(embedded), self.lstm.weight_ih[:, :embed_dim], self.lstm.bias_ih
         )
-        return TeacherForcedOutput(logits=logits, alphas=torch.stack(alphas, dim=1))
+        query, gate = self.attention.hidden_projection, self.gate
+        hiddens, contexts, alphas = attention_lstm(
+            packing,
+            word_gates,
+            self.project_regions(regions),
+            regions,
+            image_rows,
+            state,
+            self.lstm.weight_ih[:, embed_dim:],
+            torch.cat([query.weight, self.lstm.weight_hh, gate.weight]),
+            torch.cat([query.bias, self.lstm.bias_hh, gate.bias]),
+            self.attention.score.weight,
+            self.attention.score.bias,
+        )
+        logits = self._word_logits(embedded, hiddens, contexts)
+        return TeacherForcedOutput(logits, alphas, source_rows, packed_steps, (images, steps))
 
     def _forward_scheduled_sampling(
         self, regions: torch.Tensor, captions: torch.Tensor, probability: float
@@ -234,7 +294,7 @@ class ShowAttendTellDecoder(nn.Module):
             )
             logits.append(self._word_logits(embedded, state[0], context))
             alphas.append(alpha)
-        return TeacherForcedOutput(logits=torch.stack(logits, dim=1), alphas=torch.stack(alphas, dim=1))
+        return TeacherForcedOutput.from_padded(torch.stack(logits, dim=1), torch.stack(alphas, dim=1))
 
     def step(
         self,

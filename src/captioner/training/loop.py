@@ -41,7 +41,7 @@ from captioner.encoders.cache import INDEX_FILE, PROGRESS_FILE, FeatureCache, bu
 from captioner.encoders.registry import build_encoder
 from captioner.errors import CaptionerError, CheckpointError, ConfigError
 from captioner.metrics.cider_reward import CiderDReward
-from captioner.models.attention import doubly_stochastic_penalty
+from captioner.models.attention import coverage_penalty
 from captioner.models.captioning import CaptioningModel, native_bfloat16
 from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
 from captioner.training import checkpoint
@@ -288,16 +288,19 @@ class TeacherForcing(nn.Module):
     """Inputs of any kind and captions -> the decoder's teacher-forced output: the whole trained
     computation in one ``forward``, which is what DistributedDataParallel wraps."""
 
-    def __init__(self, model: CaptioningModel, input_kind: InputKind) -> None:
+    def __init__(self, model: CaptioningModel, input_kind: InputKind, pad_id: int) -> None:
         super().__init__()
         self.model = model
         self.input_kind = input_kind
+        self.pad_id = pad_id
         self.sampling_probability = 0.0
         """Scheduled sampling's probability for the current epoch (set by the loop)."""
 
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor) -> TeacherForcedOutput:
         regions = regions_from_inputs(self.model, inputs, self.input_kind)
-        return self.model.decoder(regions, captions, sampling_probability=self.sampling_probability)
+        # Padding follows <end>, so a caption's length is its count of other tokens.
+        lengths = (captions[:, 1:] != self.pad_id).sum(dim=1)
+        return self.model.decoder(regions, captions, sampling_probability=self.sampling_probability, lengths=lengths)
 
 
 def scheduled_sampling_probability(epoch: int, config: RunConfig) -> float:
@@ -324,13 +327,17 @@ def caption_loss(
     the whole global batch makes the losses of its pieces (accumulation steps, processes) add up
     to the loss of the batch in one piece.
     """
-    targets = captions[:, 1:]
-    mask = targets != pad_id
+    targets = captions[:, 1:][out.rows, out.steps]
+    words_only = targets != pad_id  # positions computed past <end> (no lengths given) are padding
+    logits, alphas, rows = out.word_logits, out.word_alphas, out.rows
+    if not bool(words_only.all()):
+        logits, alphas, rows, targets = logits[words_only], alphas[words_only], rows[words_only], targets[words_only]
     word_sum = F.cross_entropy(
-        out.logits[mask].float(), targets[mask], label_smoothing=config.optim.label_smoothing, reduction="sum"
+        logits.float(), targets, label_smoothing=config.optim.label_smoothing, reduction="sum"
     )
-    penalty_sum = doubly_stochastic_penalty(out.alphas.float(), mask.float()) * captions.size(0)
-    words = mask.sum().clamp(min=1)
+    attention_per_region = alphas.new_zeros(captions.size(0), alphas.size(1), dtype=torch.float32)
+    penalty_sum = coverage_penalty(attention_per_region.index_add(0, rows, alphas.float())) * captions.size(0)
+    words = torch.tensor(targets.numel(), device=targets.device).clamp(min=1)
     total = word_sum / (word_total or words) + config.optim.attention_regularization * penalty_sum / (
         image_total or captions.size(0)
     )
@@ -407,7 +414,7 @@ class TrainStep:
         self.reward, self.tokens, self.records = reward, tokens, records
         self.autocast_dtype, self.scaler = autocast_dtype, scaler
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
-        self.forcing = TeacherForcing(model, input_kind)
+        self.forcing = TeacherForcing(model, input_kind, vocabulary.pad_id)
         self.epoch = 1
         """The epoch being trained (set by the loop): picks each image's forced reference."""
         self.references: dict[int, list[torch.Tensor]] | None = None

@@ -45,12 +45,15 @@ def sample_captions(
     max_length: int,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    per_image: int = 1,
 ) -> SampledCaptions:
-    """Sample one caption per row of ``regions`` (N, R, D) from the decoder's distribution."""
-    rows = regions.size(0)
+    """Sample ``per_image`` captions for each row of ``regions`` (N, R, D) from the decoder's
+    distribution: N * per_image rows, an image's samples consecutive. The log-probabilities carry
+    gradients where autograd is on."""
+    rows = regions.size(0) * per_image
     device = regions.device
     projected = decoder.project_regions(regions)
-    state = decoder.init_state(regions)
+    state = tuple(part.repeat_interleave(per_image, dim=0) for part in decoder.init_state(regions))
     words = torch.full((rows,), tokens.start_id, dtype=torch.long, device=device)
     banned = banned_mask(decoder.vocab_size, tokens.banned_ids, device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
@@ -59,7 +62,7 @@ def sample_captions(
         out = decoder.step(words, state, regions, projected)
         log_probs = torch.log_softmax(out.logits.float() / temperature + banned, dim=-1)
         with torch.no_grad():
-            words = torch.multinomial(log_probs.exp(), 1, generator=generator).squeeze(1)
+            words = draw_words(log_probs.exp(), generator)
             words = torch.where(finished, tokens.end_id, words)
         masks.append((~finished).float())
         chosen.append(words)
@@ -71,6 +74,45 @@ def sample_captions(
     return SampledCaptions(
         torch.stack(chosen, dim=1), torch.stack(chosen_log_probs, dim=1), torch.stack(masks, dim=1)
     )
+
+
+def draw_words(probabilities: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One word per row of (N, V) ``probabilities`` (rows need not sum to 1), by inverting each
+    row's cumulative distribution at one uniform draw. ``torch.multinomial`` draws V exponential
+    variates per row instead, which made it ~40% of sampling 250 captions on the CPU. A word of
+    probability 0 is never drawn."""
+    cumulative = probabilities.double().cumsum(dim=1)
+    total = cumulative[:, -1:]
+    uniform = torch.rand(total.shape, dtype=torch.float64, device=total.device, generator=generator)
+    words = torch.searchsorted(cumulative, uniform * total, right=True).squeeze(1)
+    # u * total rounds up to total about once in 2^53 draws: take the last word that has mass.
+    last_with_mass = (probabilities.size(1) - 1) - (probabilities > 0).flip(1).int().argmax(dim=1)
+    return torch.minimum(words, last_with_mass)
+
+
+def forced_log_probs(
+    decoder: ShowAttendTellDecoder,
+    regions: torch.Tensor,
+    sampled: SampledCaptions,
+    tokens: SearchTokens,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """(N, T) log-probability of each sampled word, with gradient, from one teacher-forced pass
+    over the sampled captions: the same numbers sampling computed, at a fraction of the cost of
+    sampling with autograd on (benchmarks/train_step_speed.py). ``regions`` has one row per
+    image, shared by its consecutive samples. Positions after <end> hold 0."""
+    rows = sampled.token_ids.size(0)
+    starts = torch.full((rows, 1), tokens.start_id, dtype=torch.long, device=sampled.token_ids.device)
+    captions = torch.cat([starts, sampled.token_ids], dim=1)
+    lengths = sampled.mask.sum(dim=1).long()
+    out = decoder(regions, captions, lengths=lengths)
+    logits = out.word_logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    banned = banned_mask(decoder.vocab_size, tokens.banned_ids, logits.device)
+    chosen = sampled.token_ids[out.rows, out.steps]
+    word_log_probs = torch.log_softmax(logits + banned, dim=-1).gather(1, chosen.unsqueeze(1)).squeeze(1)
+    return word_log_probs.new_zeros(out.shape).index_put((out.rows, out.steps), word_log_probs)
 
 
 def caption_words(token_ids: torch.Tensor, vocabulary: Vocabulary, end_token: bool = False) -> list[list[str]]:
@@ -121,8 +163,14 @@ def self_critical_loss(
     if baseline == "mean" and samples < 2:
         raise ValueError("the 'mean' baseline needs at least 2 samples per image")
     images = regions.size(0)
-    expanded = regions.repeat_interleave(samples, dim=0)
-    sampled = sample_captions(decoder, expanded, tokens, max_length, temperature)
+    if decoder.training:
+        # Dropout on: the log-probabilities must come from the masks the words were sampled with.
+        sampled = sample_captions(decoder, regions, tokens, max_length, temperature, per_image=samples)
+        log_probs = sampled.log_probs
+    else:
+        with torch.no_grad():
+            sampled = sample_captions(decoder, regions, tokens, max_length, temperature, per_image=samples)
+        log_probs = forced_log_probs(decoder, regions, sampled, tokens, temperature)
     keys = [key for key in image_keys for _ in range(samples)]
     rewards = torch.as_tensor(
         reward.scores(caption_words(sampled.token_ids, vocabulary, end_token), keys), dtype=torch.float32
@@ -139,5 +187,5 @@ def self_critical_loss(
         baselines = torch.as_tensor(greedy_rewards, dtype=torch.float32)[:, None].expand(images, samples)
     advantage = (rewards - baselines).reshape(-1, 1).to(regions.device)
     # Average over the words actually written, so long captions do not dominate the gradient.
-    loss = -(advantage * sampled.log_probs * sampled.mask).sum() / sampled.mask.sum()
+    loss = -(advantage * log_probs * sampled.mask).sum() / sampled.mask.sum()
     return SelfCriticalStep(loss, float(rewards.mean()), float(baselines.mean()))
