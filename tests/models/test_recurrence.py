@@ -142,3 +142,41 @@ def test_packed_steps_count_the_captions_still_being_written() -> None:
     assert rows.tolist() == [0, 1, 2, 3, 0, 1, 2, 0, 0]
     assert positions.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 3]
     assert PackedSteps.from_sorted_lengths([]).total == 0
+
+
+def test_a_recorded_sampling_run_replays_as_teacher_forcing_with_the_same_gradients() -> None:
+    from captioner.decoding import SearchTokens, greedy_decode
+    from captioner.decoding.types import banned_mask
+
+    decoder = make_decoder().eval()
+    images = torch.randn(4, 4, 6, dtype=torch.float64, requires_grad=True)
+    tokens = SearchTokens(start_id=1, end_id=2, banned_ids=(0, 1, 3))
+    banned = banned_mask(30, tokens.banned_ids, images.device)
+    words, mask, recording = decoder.sample_recorded(
+        images, 2, 7, tokens.start_id, tokens.end_id, lambda logits: (logits.float() + banned).argmax(dim=1)
+    )
+    # Drawing the likeliest word is greedy decoding (another module's search).
+    greedy = greedy_decode(decoder, images.detach(), tokens, 7)
+    for row in range(8):
+        length = int(mask[row].sum())
+        expected = greedy[row // 2].token_ids
+        assert words[row, :length].tolist()[: len(expected)] == list(expected)
+
+    captions = torch.cat([torch.full((8, 1), tokens.start_id), words], dim=1)
+    lengths = mask.sum(dim=1).long()
+    replayed = decoder(images, captions, lengths=lengths, recording=recording)
+    computed = decoder(images, captions, lengths=lengths)
+    torch.testing.assert_close(replayed.word_logits, computed.word_logits, rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(replayed.word_alphas, computed.word_alphas, rtol=1e-9, atol=1e-10)
+    weights = torch.randn_like(computed.word_logits)
+    assert_same_gradients(
+        decoder, images, (replayed.word_logits * weights).sum(), (computed.word_logits * weights).sum()
+    )
+
+
+def test_captions_of_no_words_compute_nothing() -> None:
+    decoder = make_decoder()
+    regions = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    out = decoder(regions, torch.randint(3, 30, (2, 4)), lengths=torch.zeros(2, dtype=torch.long))
+    assert out.word_logits.shape == (0, 30) and out.logits.shape == (2, 3, 30)
+    out.word_logits.sum().backward()

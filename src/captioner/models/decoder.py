@@ -5,8 +5,10 @@ feature; at every step additive attention over the regions gives a context vecto
 learned gate beta; the LSTM reads the previous word's embedding and that context; the word
 distribution is the "deep output" L_o(E y_{t-1} + L_h h_t + L_z z_t).
 
-Two ways in: ``forward`` (teacher forcing over whole captions, for training) and ``step``
-(one word for a batch of partial captions, for the search strategies in ``decoding``).
+Three ways in: ``forward`` (teacher forcing over whole captions, for training; its recurrence
+and that recurrence's backward live in ``recurrence``), ``step`` (one word for a batch of
+partial captions, for the search strategies in ``decoding``) and ``sample_recorded`` (captions
+sampled for self-critical training, recorded so that ``forward`` need not run them again).
 
 Decoding can precompute the context terms (``project_regions(..., with_context_terms=True)``):
 the gate beta is a scalar, so the context z_t = beta_t sum_i alpha_ti a_i reaches the rest of
@@ -34,7 +36,7 @@ from torch import nn
 
 from captioner.models import packed_linear
 from captioner.models.attention import SoftAttention, rows_per_image, weighted_sum
-from captioner.models.recurrence import PackedSteps, attention_lstm
+from captioner.models.recurrence import Operands, PackedSteps, Recording, attention_lstm, compute_dtype
 
 _Derived = TypeVar("_Derived")
 
@@ -215,13 +217,15 @@ class ShowAttendTellDecoder(nn.Module):
         captions: torch.Tensor,
         sampling_probability: float = 0.0,
         lengths: torch.Tensor | None = None,
+        recording: Recording | None = None,
     ) -> TeacherForcedOutput:
         """Teacher forcing: ``captions`` (B, T+1) start with <start>; predicts positions 1..T.
 
         ``lengths`` (B,): how many positions of each caption to predict (its words and <end>;
-        default all T). ``regions`` has a row per caption, or one per image shared by B // images
-        consecutive captions (several captions of one image), projected once per image. Positions past a caption's length are not computed: their logits and
-        attention weights are 0, and a loss must mask them, as it masks padding.
+        default all T); positions past a caption's length are not computed (their logits and
+        attention weights are 0, and a loss must mask them, as it masks padding). ``regions``
+        has a row per caption, or one per image shared by B // images consecutive captions
+        (several captions of one image), projected once per image.
 
         The recurrence runs in ``recurrence.attention_lstm`` (captions in length order, a
         backward through time by hand); the output layer, where most of the arithmetic is, runs
@@ -232,6 +236,10 @@ class ShowAttendTellDecoder(nn.Module):
         word on, each caption's input word is, with that probability, a word sampled from the
         decoder's own previous prediction instead of the reference word, so that training sees
         the model's own mistakes as decoding will. The targets stay the reference words.
+
+        ``recording``: what ``sample_recorded`` computed while it wrote these captions (its
+        words after <start>, its lengths), at the current weights; the recurrence then is not
+        run again, only its backward.
         """
         if sampling_probability > 0.0:
             return self._forward_scheduled_sampling(regions, captions, sampling_probability)
@@ -255,7 +263,7 @@ class ShowAttendTellDecoder(nn.Module):
         word_gates = nn.functional.linear(
             self.dropout(embedded), self.lstm.weight_ih[:, :embed_dim], self.lstm.bias_ih
         )
-        query, gate = self.attention.hidden_projection, self.gate
+        hidden_weight, hidden_bias = self._hidden_weight_and_bias()
         hiddens, contexts, alphas = attention_lstm(
             packing,
             word_gates,
@@ -264,13 +272,72 @@ class ShowAttendTellDecoder(nn.Module):
             image_rows,
             state,
             self.lstm.weight_ih[:, embed_dim:],
-            torch.cat([query.weight, self.lstm.weight_hh, gate.weight]),
-            torch.cat([query.bias, self.lstm.bias_hh, gate.bias]),
+            hidden_weight,
+            hidden_bias,
             self.attention.score.weight,
             self.attention.score.bias,
+            recorded=None if recording is None else recording.packed(images, order, packing),
         )
         logits = self._word_logits(embedded, hiddens, contexts)
         return TeacherForcedOutput(logits, alphas, source_rows, packed_steps, (images, steps))
+
+    def _hidden_weight_and_bias(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The previous hidden state's three maps stacked, as ``recurrence`` reads them: the
+        attention query, the LSTM's hidden-to-gates and the gate beta."""
+        query, gate = self.attention.hidden_projection, self.gate
+        return (
+            torch.cat([query.weight, self.lstm.weight_hh, gate.weight]),
+            torch.cat([query.bias, self.lstm.bias_hh, gate.bias]),
+        )
+
+    @torch.no_grad()
+    def sample_recorded(
+        self,
+        regions: torch.Tensor,
+        per_image: int,
+        max_length: int,
+        start_id: int,
+        end_id: int,
+        draw: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, Recording]:
+        """Write ``per_image`` captions for each of the (N, R, D) ``regions`` (an image's
+        consecutive), each next word ``draw(logits)`` from the (rows, V) logits, through the
+        same recurrence as ``forward``, and keep what every step computed, so that ``forward``
+        with the ``recording`` runs only the backward (self-critical training: benchmarks in
+        BENCHMARKS.md). Returns (rows, T) words (<end> after a caption's end), their (rows, T)
+        mask (1 up to and including <end>) and the recording. Without dropout (eval mode):
+        the recorded values must be the ones ``forward`` would compute."""
+        if self.training and self.dropout.p > 0:
+            raise ValueError("sample_recorded needs the decoder in eval mode: dropout would differ in forward")
+        rows = regions.size(0) * per_image
+        device = regions.device
+        image_rows = torch.arange(rows, device=device) // per_image
+        hidden, cell = (part[image_rows] for part in self.init_state(regions))
+        embed_dim = self.config.embed_dim
+        word_gate_table = nn.functional.linear(self.embedding.weight, self.lstm.weight_ih[:, :embed_dim], self.lstm.bias_ih)
+        dtype = compute_dtype(device, self.lstm.weight_ih.dtype)
+        hidden_weight, hidden_bias = self._hidden_weight_and_bias()
+        with torch.autocast(device.type, enabled=False):
+            operands = Operands(
+                dtype, self.project_regions(regions), regions, image_rows, self.lstm.weight_ih[:, embed_dim:],
+                hidden_weight, hidden_bias, self.attention.score.weight,
+            )
+        words = torch.full((rows,), start_id, dtype=torch.long, device=device)
+        finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        chosen, masks, records = [], [], []
+        for _ in range(max_length):
+            with torch.autocast(device.type, enabled=False):
+                record = operands.step(hidden, cell, word_gate_table[words])
+            records.append(record)
+            logits = self._word_logits(self.embedding(words), record.hiddens, record.beta * record.raw_contexts)
+            words = torch.where(finished, end_id, draw(logits))
+            masks.append(~finished)
+            chosen.append(words)
+            finished = finished | (words == end_id)
+            hidden, cell = record.hiddens, record.cells
+            if bool(finished.all()):
+                break
+        return torch.stack(chosen, dim=1), torch.stack(masks, dim=1).float(), Recording.stack(records)
 
     def _forward_scheduled_sampling(
         self, regions: torch.Tensor, captions: torch.Tensor, probability: float

@@ -4,7 +4,7 @@ Teacher forcing (and scoring sampled captions in self-critical training) runs th
 over known words. Written with autograd, every step is a dozen small operations and its backward
 a dozen more, each weight's gradient is one small product per step, and captions shorter than
 the longest of their batch are computed to its length and then masked. On a CPU that is most of
-a training step (benchmarks/train_step_speed.py).
+a training step (BENCHMARKS.md, "Training on the CPU: the packed recurrence").
 
 ``attention_lstm`` runs the same maths as ``ShowAttendTellDecoder._attend_and_update`` step by
 step, with three differences in how, none in what:
@@ -17,9 +17,13 @@ step, with three differences in how, none in what:
 - with autocast on, the matrix products run in its dtype (bfloat16 on CPUs, as autocast would)
   and the elementwise LSTM maths in float32.
 
-The attention energies w^T tanh(k + q) stay in the keys' dtype (the dtype autocast gave the
-region projection), as autograd's version computes them. Tests pin outputs and gradients to
-autograd's step-by-step version in float64.
+The attention energies w^T tanh(k + q) are computed as 2 w^T sigmoid(2 (k + q)) in float32, a
+few rows at a time so that their temporaries stay in cache, and recomputed in the backward
+rather than kept. Tests pin outputs and gradients to autograd's step-by-step version in float64.
+
+Self-critical training samples its captions with ``Operands.step`` too, keeping every step's
+values (``Recording``); teacher forcing over the sampled words then takes those values instead
+of running the steps again, and only its backward runs.
 """
 
 from __future__ import annotations
@@ -57,7 +61,10 @@ class PackedSteps:
 
     def rows_and_steps(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(sorted row, step) of every packed position, each (total,)."""
-        rows = torch.cat([torch.arange(n, device=device) for n in self.active]) if self.active else torch.zeros(0, dtype=torch.long, device=device)
+        if not self.active:
+            empty = torch.zeros(0, dtype=torch.long, device=device)
+            return empty, empty
+        rows = torch.cat([torch.arange(n, device=device) for n in self.active])
         steps = torch.repeat_interleave(
             torch.arange(len(self.active), device=device), torch.tensor(self.active, device=device)
         )
@@ -97,15 +104,97 @@ def _energy_sigmoids(keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
     return torch.add(keys, query.unsqueeze(1)).mul_(2.0).sigmoid_()
 
 
+@dataclass
+class Recording:
+    """What a run of the recurrence computed, one row per (caption, step) position, in the order
+    of its buffers: packed (``PackedSteps``) inside the recurrence, or every row at every step
+    (``step_major``) where sampling recorded it before the captions' lengths were known."""
+
+    hiddens: torch.Tensor
+    cells: torch.Tensor
+    activations: torch.Tensor
+    """The LSTM's activated gates: input, forget, candidate, output."""
+    alphas: torch.Tensor
+    raw_contexts: torch.Tensor
+    """sum_i alpha_i a_i, before the gate beta."""
+    beta: torch.Tensor
+    queries: torch.Tensor
+    """The attention's query W_h h_(t-1) + b."""
+
+    def fields(self) -> tuple[torch.Tensor, ...]:
+        return (self.hiddens, self.cells, self.activations, self.alphas, self.raw_contexts, self.beta, self.queries)
+
+    @classmethod
+    def stack(cls, steps: list[Recording]) -> Recording:
+        return cls(*(torch.cat(parts) for parts in zip(*(step.fields() for step in steps))))
+
+    def packed(self, rows: int, order: torch.Tensor, steps: PackedSteps) -> Recording:
+        """Every row at every step (step-major, ``rows`` per step) -> the packed layout of the
+        rows in ``order`` (descending length)."""
+        index = torch.cat([t * rows + order[:n] for t, n in enumerate(steps.active)]) if steps.active else order[:0]
+        return Recording(*(field[index] for field in self.fields()))
+
+
+class Operands:
+    """What every step of the recurrence reads, in the dtypes it computes in, and the step."""
+
+    def __init__(
+        self,
+        dtype: torch.dtype,
+        keys: torch.Tensor,
+        regions: torch.Tensor,
+        image_rows: torch.Tensor,
+        context_weight: torch.Tensor,
+        hidden_weight: torch.Tensor,
+        hidden_bias: torch.Tensor,
+        score_weight: torch.Tensor,
+    ) -> None:
+        self.dtype, self.acc = dtype, _elementwise_dtype(dtype)
+        self.hidden_size = hidden_weight.size(1)
+        self.attention_size = keys.size(2)
+        self.regions = regions.to(dtype)[image_rows]
+        self.keys = keys[image_rows]  # in its own dtype: adding the float32 query promotes
+        self.context_weight = context_weight.to(dtype)
+        self.hidden_weight = hidden_weight.to(dtype)
+        self.hidden_bias = hidden_bias.to(dtype)
+        self.score_vector = score_weight.reshape(-1).to(self.acc)
+        self.group = energy_group_rows(keys.size(1), self.attention_size)
+
+    def step(self, hidden: torch.Tensor, cell: torch.Tensor, word_gates: torch.Tensor) -> Recording:
+        """One step for the first ``hidden.size(0)`` rows: the same maths as the decoder's
+        ``_attend_and_update``, products in ``dtype``, the rest in float32 (float64 if the
+        products are)."""
+        n, dtype, acc = hidden.size(0), self.dtype, self.acc
+        maps = torch.addmm(self.hidden_bias, hidden.to(dtype), self.hidden_weight.t()).to(acc)
+        query, hidden_gates, gate_logit = maps.split([self.attention_size, 4 * self.hidden_size, 1], dim=1)
+        energy = torch.cat([
+            torch.matmul(_energy_sigmoids(self.keys[first:last], query[first:last]), 2.0 * self.score_vector)
+            for first, last in _groups(n, self.group)
+        ])
+        alpha = torch.softmax(energy, dim=1)
+        raw = torch.bmm(alpha.to(dtype).unsqueeze(1), self.regions[:n]).squeeze(1).to(acc)
+        gate = torch.sigmoid(gate_logit)
+        gates = word_gates.to(acc) + hidden_gates
+        gates += torch.mm((gate * raw).to(dtype), self.context_weight.t()).to(acc)
+        input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
+        input_gate, forget_gate, output_gate = input_gate.sigmoid(), forget_gate.sigmoid(), output_gate.sigmoid()
+        candidate = candidate.tanh()
+        cell = forget_gate * cell.to(acc) + input_gate * candidate
+        hidden = output_gate * cell.tanh()
+        activations = torch.cat([input_gate, forget_gate, candidate, output_gate], dim=1)
+        return Recording(hidden, cell, activations, alpha, raw, gate, query)
+
+
 class _AttentionLSTM(torch.autograd.Function):
-    """See ``attention_lstm``. Inputs after ``steps`` are tensors; their gradients are returned
-    in the same order."""
+    """See ``attention_lstm``. Inputs after ``recorded`` are tensors; their gradients are
+    returned in the same order."""
 
     @staticmethod
     def forward(  # noqa: PLR0913 - one argument per tensor the recurrence reads
         ctx,
         steps: PackedSteps,
         products_dtype: torch.dtype,
+        recorded: Recording | None,
         word_gates: torch.Tensor,
         keys: torch.Tensor,
         regions: torch.Tensor,
@@ -118,59 +207,25 @@ class _AttentionLSTM(torch.autograd.Function):
         score_weight: torch.Tensor,
         score_bias: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        dtype = products_dtype
-        acc = _elementwise_dtype(dtype)
-        total, hidden_size = steps.total, cell0.size(1)
-        attention_size = keys.size(2)
-        device = keys.device
-        regions_c = regions.to(dtype)[image_rows]
-        context_weight_c = context_weight.to(dtype)
-        hidden_weight_c = hidden_weight.to(dtype)
-        row_keys = keys[image_rows]  # in its own dtype: adding the float32 query promotes
-        score_vector = score_weight.reshape(-1).to(acc)
-
-        hiddens = torch.empty(total, hidden_size, dtype=acc, device=device)
-        cells = torch.empty(total, hidden_size, dtype=acc, device=device)
-        activations = torch.empty(total, 4 * hidden_size, dtype=acc, device=device)
-        alphas = torch.empty(total, keys.size(1), dtype=acc, device=device)
-        raw_contexts = torch.empty(total, regions.size(2), dtype=acc, device=device)
-        beta = torch.empty(total, 1, dtype=acc, device=device)
-
-        queries = torch.empty(total, attention_size, dtype=acc, device=device)
-        group = energy_group_rows(keys.size(1), attention_size)
-        hidden, cell = hidden0.to(acc), cell0.to(acc)
-        for t, (n, start) in enumerate(zip(steps.active, steps.offsets)):
-            rows = slice(start, start + n)
-            hidden, cell = hidden[:n], cell[:n]
-            maps = torch.addmm(hidden_bias.to(dtype), hidden.to(dtype), hidden_weight_c.t()).to(acc)
-            query, hidden_gates, gate_logit = maps.split([attention_size, 4 * hidden_size, 1], dim=1)
-            queries[rows] = query
-            energy = torch.cat([
-                torch.matmul(_energy_sigmoids(row_keys[first:last], query[first:last]), 2.0 * score_vector)
-                for first, last in _groups(n, group)
-            ])
-            alpha = torch.softmax(energy, dim=1)
-            alphas[rows] = alpha
-            raw = torch.bmm(alpha.to(dtype).unsqueeze(1), regions_c[:n]).squeeze(1).to(acc)
-            raw_contexts[rows] = raw
-            gate = torch.sigmoid(gate_logit)
-            beta[rows] = gate
-            gates = word_gates[rows].to(acc) + hidden_gates
-            gates += torch.mm((gate * raw).to(dtype), context_weight_c.t()).to(acc)
-            input_gate, forget_gate, candidate, output_gate = gates.chunk(4, dim=1)
-            input_gate, forget_gate, output_gate = input_gate.sigmoid(), forget_gate.sigmoid(), output_gate.sigmoid()
-            candidate = candidate.tanh()
-            cell = forget_gate * cell + input_gate * candidate
-            hidden = output_gate * cell.tanh()
-            activations[rows] = torch.cat([input_gate, forget_gate, candidate, output_gate], dim=1)
-            cells[rows], hiddens[rows] = cell, hidden
-
-        contexts = beta * raw_contexts
-        ctx.steps, ctx.dtype = steps, dtype
+        if recorded is None:
+            operands = Operands(products_dtype, keys, regions, image_rows, context_weight, hidden_weight,
+                                hidden_bias, score_weight)
+            records = []
+            hidden, cell = hidden0.to(operands.acc), cell0.to(operands.acc)
+            for n, start in zip(steps.active, steps.offsets):
+                record = operands.step(hidden[:n], cell[:n], word_gates[start : start + n])
+                records.append(record)
+                hidden, cell = record.hiddens, record.cells
+            recorded = Recording.stack(records) if records else Recording(
+                *(torch.zeros(0, size, dtype=operands.acc, device=keys.device) for size in (
+                    cell0.size(1), cell0.size(1), 4 * cell0.size(1), keys.size(1), regions.size(2), 1, keys.size(2)))
+            )
+        hiddens, contexts, alphas = recorded.hiddens, recorded.beta * recorded.raw_contexts, recorded.alphas
+        ctx.steps, ctx.dtype = steps, products_dtype
         ctx.regions_need_grad = regions.requires_grad
         ctx.save_for_backward(
             word_gates, keys, regions, image_rows, hidden0, cell0, context_weight, hidden_weight, hidden_bias,
-            score_weight, score_bias, hiddens, cells, activations, alphas, raw_contexts, beta, queries,
+            score_weight, score_bias, *recorded.fields(),
         )
         return hiddens, contexts, alphas
 
@@ -279,6 +334,7 @@ class _AttentionLSTM(torch.autograd.Function):
         return (
             None,
             None,
+            None,
             grad_gates.to(word_gates.dtype),
             grad_keys.to(keys.dtype),
             grad_regions.to(regions.dtype) if grad_regions is not None else None,
@@ -305,6 +361,7 @@ def attention_lstm(
     hidden_bias: torch.Tensor,
     score_weight: torch.Tensor,
     score_bias: torch.Tensor,
+    recorded: Recording | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the attention LSTM over known words; rows in descending order of length.
 
@@ -315,10 +372,14 @@ def attention_lstm(
     previous hidden state, (A + 4H + 1, H): the attention query, the LSTM's hidden-to-gates and
     the gate beta. Returns packed (total, H) hidden states, (total, D) gated contexts and (total,
     R) attention weights.
+
+    ``recorded``: the packed ``Recording`` of a run over these words that already happened (a
+    sampling run, ``ShowAttendTellDecoder.sample_recorded``) at these weights: its values are
+    used instead of computing the steps again, and only the backward runs.
     """
     dtype = compute_dtype(keys.device, context_weight.dtype)
     with torch.autocast(keys.device.type, enabled=False):
         return _AttentionLSTM.apply(
-            steps, dtype, word_gates, keys, regions, image_rows, *state, context_weight, hidden_weight, hidden_bias,
-            score_weight, score_bias,
+            steps, dtype, recorded, word_gates, keys, regions, image_rows, *state, context_weight, hidden_weight,
+            hidden_bias, score_weight, score_bias,
         )

@@ -8,8 +8,12 @@ log-probability of a sample in proportion to how much better it scored than a ba
   Self-Critical Sequence Training"): no extra decoding, and an unbiased baseline;
 - ``"greedy"``: the reward of the greedy caption (the original paper's test-time baseline).
 
-Sampling runs with gradients (it is the policy being trained) and never emits <pad>, <start> or
-<unk>, so the model is not rewarded for words it may not write at test time.
+Sampling never emits <pad>, <start> or <unk>, so the model is not rewarded for words it may not
+write at test time. Without dropout (``scst.dropout`` off, the default) the captions are sampled
+without autograd, every step's values recorded (``ShowAttendTellDecoder.sample_recorded``), and
+their log-probabilities then come from teacher forcing over them, which reuses those values and
+runs only the backward through the recurrence; with dropout, sampling runs with autograd, so
+that the log-probabilities come from the dropout masks the words were drawn with.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from captioner.decoding import SearchTokens, greedy_decode
 from captioner.decoding.types import banned_mask
 from captioner.metrics.cider_reward import CiderDReward
 from captioner.models.decoder import ShowAttendTellDecoder
+from captioner.models.recurrence import Recording
 
 BASELINES = ("mean", "greedy")
 
@@ -96,16 +101,19 @@ def forced_log_probs(
     sampled: SampledCaptions,
     tokens: SearchTokens,
     temperature: float = 1.0,
+    recording: Recording | None = None,
 ) -> torch.Tensor:
     """(N, T) log-probability of each sampled word, with gradient, from one teacher-forced pass
     over the sampled captions: the same numbers sampling computed, at a fraction of the cost of
-    sampling with autograd on (benchmarks/train_step_speed.py). ``regions`` has one row per
-    image, shared by its consecutive samples. Positions after <end> hold 0."""
+    sampling with autograd on. With the ``recording`` of ``ShowAttendTellDecoder.sample_recorded``
+    the pass reuses what sampling computed and only the backward runs through the recurrence.
+    ``regions`` has one row per image, shared by its consecutive samples. Positions after <end>
+    hold 0."""
     rows = sampled.token_ids.size(0)
     starts = torch.full((rows, 1), tokens.start_id, dtype=torch.long, device=sampled.token_ids.device)
     captions = torch.cat([starts, sampled.token_ids], dim=1)
     lengths = sampled.mask.sum(dim=1).long()
-    out = decoder(regions, captions, lengths=lengths)
+    out = decoder(regions, captions, lengths=lengths, recording=recording)
     logits = out.word_logits.float()
     if temperature != 1.0:
         logits = logits / temperature
@@ -168,9 +176,16 @@ def self_critical_loss(
         sampled = sample_captions(decoder, regions, tokens, max_length, temperature, per_image=samples)
         log_probs = sampled.log_probs
     else:
-        with torch.no_grad():
-            sampled = sample_captions(decoder, regions, tokens, max_length, temperature, per_image=samples)
-        log_probs = forced_log_probs(decoder, regions, sampled, tokens, temperature)
+        banned = banned_mask(decoder.vocab_size, tokens.banned_ids, regions.device)
+
+        def draw(logits: torch.Tensor) -> torch.Tensor:
+            return draw_words(torch.softmax(logits.float() / temperature + banned, dim=-1))
+
+        token_ids, mask, recording = decoder.sample_recorded(
+            regions, samples, max_length, tokens.start_id, tokens.end_id, draw
+        )
+        sampled = SampledCaptions(token_ids, torch.zeros_like(mask), mask)
+        log_probs = forced_log_probs(decoder, regions, sampled, tokens, temperature, recording)
     keys = [key for key in image_keys for _ in range(samples)]
     rewards = torch.as_tensor(
         reward.scores(caption_words(sampled.token_ids, vocabulary, end_token), keys), dtype=torch.float32
