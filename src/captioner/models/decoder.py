@@ -317,9 +317,10 @@ class ShowAttendTellDecoder(nn.Module):
         word_gate_table = nn.functional.linear(self.embedding.weight, self.lstm.weight_ih[:, :embed_dim], self.lstm.bias_ih)
         dtype = compute_dtype(device, self.lstm.weight_ih.dtype)
         hidden_weight, hidden_bias = self._hidden_weight_and_bias()
+        keys = self.project_regions(regions)  # under autocast, as ``forward`` computes them
         with torch.autocast(device.type, enabled=False):
             operands = Operands(
-                dtype, self.project_regions(regions), regions, image_rows, self.lstm.weight_ih[:, embed_dim:],
+                dtype, keys, regions, image_rows, self.lstm.weight_ih[:, embed_dim:],
                 hidden_weight, hidden_bias, self.attention.score.weight,
             )
         words = torch.full((rows,), start_id, dtype=torch.long, device=device)
