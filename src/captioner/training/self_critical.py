@@ -84,7 +84,7 @@ def sample_captions(
 def draw_words(probabilities: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """One word per row of (N, V) ``probabilities`` (rows need not sum to 1), by inverting each
     row's cumulative distribution at one uniform draw. ``torch.multinomial`` draws V exponential
-    variates per row instead, which made it ~40% of sampling 250 captions on the CPU. A word of
+    variates per row instead, a large part of sampling on a CPU. A word of
     probability 0 is never drawn."""
     cumulative = probabilities.double().cumsum(dim=1)
     total = cumulative[:, -1:]
