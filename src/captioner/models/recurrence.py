@@ -240,12 +240,9 @@ class _AttentionLSTM(torch.autograd.Function):
         total, hidden_size = steps.total, cell0.size(1)
         attention_size = keys.size(2)
         device = keys.device
-        regions_c = regions.to(dtype)[image_rows]
-        context_weight_c = context_weight.to(dtype)
-        hidden_weight_c = hidden_weight.to(dtype)
-        score_vector = score_weight.reshape(-1).to(acc)
-        row_keys = keys[image_rows]  # in its own dtype: adding the float32 query promotes
-        group = energy_group_rows(keys.size(1), attention_size)
+        operands = Operands(dtype, keys, regions, image_rows, context_weight, hidden_weight, hidden_bias, score_weight)
+        regions_c, row_keys, score_vector, group = operands.regions, operands.keys, operands.score_vector, operands.group
+        context_weight_c, hidden_weight_c = operands.context_weight, operands.hidden_weight
 
         def zeros_or(grad: torch.Tensor | None, shape: tuple[int, ...]) -> torch.Tensor:
             return torch.zeros(shape, dtype=acc, device=device) if grad is None else grad.to(acc)
