@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from captioner.models.attention import ENERGY_GROUP_VALUES
+
 
 @dataclass(frozen=True)
 class PackedSteps:
@@ -83,13 +85,10 @@ def _elementwise_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-ENERGY_GROUP_VALUES = 1 << 19
-"""How many (row, region, attention unit) values of the attention energies are computed at a
-time: about 2 MB of float32, which stays in cache between the operations on it (the same
-reason and size as ``attention.ENERGY_GROUP_VALUES`` for decoding)."""
-
-
 def energy_group_rows(region_count: int, attention_size: int) -> int:
+    """How many rows' attention energies to compute at a time: ``ENERGY_GROUP_VALUES`` (row,
+    region, attention unit) values, which stay in cache between the operations on them, as
+    decoding groups them."""
     return max(1, ENERGY_GROUP_VALUES // max(1, region_count * attention_size))
 
 
