@@ -270,3 +270,98 @@ def test_a_mistyped_setting_of_a_later_stage_fails_before_the_first_stage_trains
         with pytest.raises(ConfigError, match="epochz|mirror_wieght"):
             run_pipeline(recipe, out, [f"data.path={tiny_scenes}"], progress=False)
         assert not (out / "a").exists()
+
+
+def joined_recipe(folder: Path, parallel: int | None = None) -> Path:
+    """Two training stages on one feature cache, their soup, and an ensemble of the soup and one of them."""
+    write_recipes(folder)
+    recipe: dict = {"stages": [
+        {"name": "seed0", "recipe": "first.json"},
+        {"name": "seed1", "recipe": "first.json", "set": {"seed": 1, "optim.learning_rate": 2e-3}},
+        {"name": "soup", "soup": ["seed0", "seed1"]},
+        {"name": "ensemble", "ensemble": ["soup", "seed0"], "int8": True},
+    ]}  # fmt: skip
+    if parallel is not None:
+        recipe["parallel"] = parallel
+    path = folder / f"joined_{parallel}.json"
+    path.write_text(json.dumps(recipe))
+    return path
+
+
+@pytest.mark.slow
+def test_stages_side_by_side_train_the_same_weights_as_one_after_another(
+    tiny_scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from safetensors.torch import load_file
+
+    from captioner.cli import main
+
+    outs = {}
+    for parallel in (None, 2):
+        out = tmp_path / f"out_{parallel}"
+        command = ["train", "--config", str(joined_recipe(tmp_path, parallel)), "--data", str(tiny_scenes),
+                   "--out", str(out), "--epochs", "1", "--json", *TINY_TRAINING, *SMALL]  # fmt: skip
+        assert main(command) == 0
+        outs[parallel] = (out, json.loads(capsys.readouterr().out))
+    (one_by_one, _), (side_by_side, printed) = outs[None], outs[2]
+    for stage in ("seed0", "seed1", "soup"):
+        first, second = load_file(one_by_one / stage / "model.safetensors"), load_file(side_by_side / stage / "model.safetensors")
+        assert first.keys() == second.keys()
+        assert all(first[k].equal(second[k]) for k in first), stage
+        assert (side_by_side / stage / "stage.log").stat().st_size > 0
+    assert set(printed["stages"]) == {"seed0", "seed1", "soup", "ensemble"}
+    assert printed["stages"]["ensemble"]["best"]["CIDEr"] == outs[None][1]["stages"]["ensemble"]["best"]["CIDEr"]
+    state = json.loads((side_by_side / "pipeline.json").read_text())
+    assert state["recipe"]["parallel"] == 2 and state["finished"]["soup"]["kind"] == "soup"
+    # The shared cache was built once: the second stage waited for the first to finish it.
+    assert "feature cache" in (side_by_side / "seed0" / "stage.log").read_text()
+    assert "feature cache" not in (side_by_side / "seed1" / "stage.log").read_text()
+
+
+@pytest.mark.slow
+def test_a_stage_that_fails_in_its_own_process_is_one_line_naming_it_and_its_log(
+    tiny_scenes: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from captioner.cli import main
+
+    write_recipes(tmp_path)
+    not_a_cache = tmp_path / "my_photos"
+    not_a_cache.mkdir()
+    (not_a_cache / "notes.txt").write_text("mine")
+    recipe = tmp_path / "failing.json"
+    recipe.write_text(json.dumps({"parallel": 2, "stages": [
+        {"name": "good", "recipe": "first.json"},
+        {"name": "bad", "recipe": "first.json", "set": {"data.feature_cache": str(not_a_cache)}},
+    ]}))  # fmt: skip
+    out = tmp_path / "out"
+    command = ["train", "--config", str(recipe), "--data", str(tiny_scenes), "--out", str(out),
+               "--epochs", "1", *TINY_TRAINING, *SMALL, "--set", f"data.feature_cache={not_a_cache}"]  # fmt: skip
+    assert main(command) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("captioner: error: stage ") and "is not a feature cache" in error
+    assert f"(its log: {out}/" in error and "stage.log)" in error
+    assert sorted(p.name for p in not_a_cache.iterdir()) == ["notes.txt"]
+
+
+def test_parallel_is_a_positive_number_of_stages_and_only_for_recipes_of_several(tmp_path: Path) -> None:
+    from captioner.cli import main
+
+    write_recipes(tmp_path)
+    for bad in (0, "2", True):
+        with pytest.raises(ConfigError, match="\"parallel\" must be a whole number"):
+            PipelineRecipe.from_dict({"parallel": bad, "stages": [{"name": "a", "recipe": "first.json"}]}, tmp_path / "p.json")
+    recipe = PipelineRecipe.from_dict({"parallel": 3, "stages": [{"name": "a", "recipe": "first.json"}]}, tmp_path / "p.json")
+    assert recipe.parallel == 3 and recipe.to_dict()["parallel"] == 3
+    assert "parallel" not in PipelineRecipe.from_dict({"stages": [{"name": "a", "recipe": "first.json"}]}, tmp_path).to_dict()
+    assert main(["train", "--config", str(tmp_path / "first.json"), "--out", str(tmp_path / "o"), "--parallel", "2"]) == 2
+
+
+def test_each_of_n_side_by_side_stages_gets_its_share_of_the_threads(tmp_path: Path) -> None:
+    from captioner.training.pipeline import lane_threads, stage_config
+
+    assert [lane_threads(2, 2), lane_threads(4, 2), lane_threads(1, 2), lane_threads(16, 3)] == [1, 2, 1, 5]
+    assert lane_threads(0, 2) == max(1, (__import__("os").cpu_count() or 1) // 2)
+    write_recipes(tmp_path)
+    recipe = PipelineRecipe.from_dict({"parallel": 2, "stages": [{"name": "a", "recipe": "first.json"}]}, tmp_path / "p.json")
+    config = stage_config(recipe, recipe.stages[0], tmp_path / "out", ["data.path=x", "threads=4"])
+    assert config.threads == 2

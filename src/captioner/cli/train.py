@@ -39,6 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--json", action="store_true", help="print the final result as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--parallel", type=int, metavar="N",
+                        help="a recipe of several stages: run up to N independent stages at once, each in its own "
+                             "process with 1/N of the threads (default: the recipe's \"parallel\", else 1)")
     parser.set_defaults(run=run)
 
 
@@ -122,19 +125,30 @@ def format_scores(metrics: dict) -> str:
 def pipeline_from_args(args: argparse.Namespace):
     """(recipe, settings) where --config names a recipe of several stages, or where --resume
     continues one in --out; else None."""
+    import dataclasses
     from pathlib import Path
 
+    from captioner.errors import ConfigError
     from captioner.training.checkpoint import PIPELINE_FILE
     from captioner.training.pipeline import load_pipeline_recipe, read_state
 
     settings = setting_assignments(args)
     if args.config:
         recipe = load_pipeline_recipe(args.config)
-        return None if recipe is None else (recipe, settings)
-    if not (args.resume and (Path(args.out) / PIPELINE_FILE).is_file()):
+        if recipe is None:
+            if args.parallel is not None:
+                raise ConfigError(f"--parallel runs the stages of a recipe of several stages side by side; {args.config} has one")
+            return None
+    elif args.resume and (Path(args.out) / PIPELINE_FILE).is_file():
+        recipe, saved_settings, _ = read_state(args.out)
+        settings = settings or saved_settings
+    else:
         return None
-    recipe, saved_settings, _ = read_state(args.out)
-    return recipe, settings or saved_settings
+    if args.parallel is not None:
+        if args.parallel < 1:
+            raise ConfigError(f"--parallel must be 1 or more, got {args.parallel}")
+        recipe = dataclasses.replace(recipe, parallel=args.parallel)
+    return recipe, settings
 
 
 def run_stages(args: argparse.Namespace, recipe, settings: list[str]) -> int:

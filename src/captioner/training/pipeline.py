@@ -29,18 +29,34 @@ stage that reads it builds it) unless the command line names one. ``OUT/pipeline
 the recipe, the settings and each finished stage, so that ``--resume`` skips the finished stages
 and resumes the interrupted one; it also names the last stage, which is what loading ``OUT`` as a
 checkpoint loads.
+
+With ``"parallel": N`` in the recipe (or ``--parallel N``), stages that do not depend on each other
+run at the same time, up to N at once, each training stage and soup in its own process with its
+log in ``OUT/<name>/stage.log``, and ``threads`` (the machine's cores where unset) divided among
+them. The division is fixed by N, not by which stages happen to overlap, so a stage trains with
+the same thread count, and gives the same numbers, however the schedule falls. (On a 2-core CPU
+two one-thread processes do more work than one two-thread process: the decoder's small products
+split poorly over threads.)
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import re
+import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from captioner import errors
+from captioner.encoders.cache import INDEX_FILE
 from captioner.errors import CheckpointError, ConfigError
 from captioner.recipes import recipe_path
 from captioner.training import checkpoint
@@ -51,6 +67,10 @@ from captioner.training.loop import resolve_device, train
 from captioner.training.soup import soup_runs
 
 FEATURES_DIR = "features"
+STAGE_LOG = "stage.log"
+"""A stage run in its own process (``parallel``) writes its log here, in its folder."""
+_STAGE_RESULT = "stage_result.json"
+_POLL_SECONDS = 5.0
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _STAGE_KEYS = {
     "train": {"name", "recipe", "init_from", "set"},
@@ -175,22 +195,30 @@ class PipelineRecipe:
     stages: tuple[Stage, ...]
     description: str
     source: Path
+    parallel: int = 1
+    """How many independent stages may run at once, each in its own process."""
 
     @classmethod
     def from_dict(cls, values: Any, source: Path) -> PipelineRecipe:
         if not isinstance(values, dict) or not isinstance(values.get("stages"), list) or not values["stages"]:
             raise ConfigError(f"{source}: a pipeline recipe needs a non-empty list \"stages\"")
-        unknown = set(values) - {"stages", "description"}
+        unknown = set(values) - {"stages", "description", "parallel"}
         if unknown:
             raise ConfigError(f"{source}: unknown pipeline setting(s) {', '.join(sorted(unknown))}; "
-                              "a pipeline holds only \"description\" and \"stages\"")
+                              "a pipeline holds only \"description\", \"parallel\" and \"stages\"")
+        parallel = values.get("parallel", 1)
+        if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+            raise ConfigError(f"{source}: \"parallel\" must be a whole number of stages at once, 1 or more; got {parallel!r}")
         stages: list[Stage] = []
         for position, entry in enumerate(values["stages"], start=1):
             stages.append(_parse_stage(entry, f"{source}: stage {position}", stages))
-        return cls(tuple(stages), str(values.get("description", "")), source)
+        return cls(tuple(stages), str(values.get("description", "")), source, parallel)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"description": self.description, "stages": [stage.to_dict() for stage in self.stages]}
+        values: dict[str, Any] = {"description": self.description}
+        if self.parallel > 1:
+            values["parallel"] = self.parallel
+        return {**values, "stages": [stage.to_dict() for stage in self.stages]}
 
 
 def load_pipeline_recipe(name_or_path: str) -> PipelineRecipe | None:
@@ -232,12 +260,19 @@ def stage_config(recipe: PipelineRecipe, stage: Stage, out: Path, settings: list
         if values["data"].get(field):
             values["data"][field] = str(out / FEATURES_DIR / Path(values["data"][field]).name)
     apply_overrides(values, settings)
+    if recipe.parallel > 1:
+        values["threads"] = lane_threads(values.get("threads", 0), recipe.parallel)
     if stage.init_from:
         values["init_from"] = str(out / stage.init_from)
     config = RunConfig.from_dict(values, source=f"{recipe.source} stage {stage.name}")
     if not config.data.path:
         raise ConfigError(f"stage {stage.name} has no dataset: pass --data PATH or set data.path in {stage.recipe}")
     return config
+
+
+def lane_threads(threads: int, parallel: int) -> int:
+    """Each of ``parallel`` processes' share of ``threads`` (0: this machine's cores), at least 1."""
+    return max(1, (threads or os.cpu_count() or 1) // parallel)
 
 
 def check_stages(recipe: PipelineRecipe, out: Path, settings: list[str]) -> None:
@@ -281,7 +316,8 @@ def run_pipeline(
     evaluate: EnsembleScorer | None = None,
     report: Callable[[str], None] = lambda line: None,
 ) -> PipelineResult:
-    """Run ``recipe``'s stages in order into ``out`` (see the module docstring).
+    """Run ``recipe``'s stages into ``out`` (see the module docstring): in order, or with
+    ``recipe.parallel`` > 1, independent stages side by side in their own processes.
 
     ``settings`` are ``section.field=value`` assignments applied to every training stage (the
     command line's flags and ``--set``). With ``resume``, stages recorded as finished in
@@ -307,37 +343,279 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(state_path, state)
 
-    for stage in recipe.stages:
-        if stage.name in state["finished"]:
-            continue
-        run_dir = out / stage.name
+    def finish(stage: Stage, record: dict[str, Any]) -> None:
+        state["finished"][stage.name] = {"run_dir": str(out / stage.name), "kind": stage.kind, **record}
+        checkpoint.write_json(state_path, state)
+
+    here = _StageContext(recipe, out, settings, resume, progress, on_stage, evaluate, report)
+    if recipe.parallel > 1:
+        _run_side_by_side(here, [s for s in recipe.stages if s.name not in state["finished"]], finish)
+    else:
+        for stage in recipe.stages:
+            if stage.name not in state["finished"]:
+                finish(stage, here.run(stage))
+    return PipelineResult(out, state["finished"])
+
+
+@dataclass
+class _StageContext:
+    """What running one stage needs, in this process or in a child."""
+
+    recipe: PipelineRecipe
+    out: Path
+    settings: list[str]
+    resume: bool
+    progress: bool
+    on_stage: Callable[[Stage, RunConfig | None], None] | None
+    evaluate: EnsembleScorer | None
+    report: Callable[[str], None]
+
+    def run(self, stage: Stage) -> dict[str, Any]:
+        """Run ``stage`` in this process; its record for ``pipeline.json``."""
+        run_dir = self.out / stage.name
         started = time.perf_counter()
-        if stage.kind == "train":
-            config = stage_config(recipe, stage, out, settings)
-            if on_stage is not None:
-                on_stage(stage, config)
-            resume_stage = resume and checkpoint.training_state_path(run_dir).exists()
-            result = train(config, run_dir, resume=resume_stage, progress=progress)
-            record = {"epochs": result.epochs_run, "seconds": round(result.seconds, 1), "best": result.best_metrics}
-        elif stage.kind == "soup":
-            if on_stage is not None:
-                on_stage(stage, None)
-            ingredients = [out / name for name in stage.soup]
-            soup = soup_runs(ingredients, run_dir, device=resolve_device(_device_setting(settings)), report=report)
-            record = {"ingredients": [Path(p).name for p in soup.ingredients], "best": soup.metrics}
+        config = stage_config(self.recipe, stage, self.out, self.settings) if stage.kind == "train" else None
+        if self.on_stage is not None:
+            self.on_stage(stage, config)
+        if config is not None:
+            resume_stage = self.resume and checkpoint.training_state_path(run_dir).exists()
+            return _train_record(train(config, run_dir, resume=resume_stage, progress=self.progress))
+        if stage.kind == "soup":
+            soup = soup_runs([self.out / name for name in stage.soup], run_dir, device=self.device, report=self.report)
+            record = _soup_record(soup)
         else:
-            if on_stage is not None:
-                on_stage(stage, None)
             eval_settings: dict[str, Any] = {}
             apply_overrides(eval_settings, stage.assignments())
-            ensemble = make_ensemble([out / name for name in stage.ensemble], run_dir, list(stage.weights) or None,
+            ensemble = make_ensemble([self.out / name for name in stage.ensemble], run_dir, list(stage.weights) or None,
                                      int8=stage.int8, eval_settings=eval_settings.get("eval"))  # fmt: skip
-            best = evaluate(run_dir, ensemble.config) if evaluate is not None else {}
+            best = self.evaluate(run_dir, ensemble.config) if self.evaluate is not None else {}
             if best:
                 checkpoint.write_json(run_dir / checkpoint.METRICS_FILE, best)
             record = {"members": list(stage.ensemble), "weights": ensemble.weights, "best": best}
-        if "seconds" not in record:
-            record["seconds"] = round(time.perf_counter() - started, 1)
-        state["finished"][stage.name] = {"run_dir": str(run_dir), "kind": stage.kind, **record}
-        checkpoint.write_json(state_path, state)
-    return PipelineResult(out, state["finished"])
+        return {**record, "seconds": round(time.perf_counter() - started, 1)}
+
+    @property
+    def device(self):
+        return resolve_device(_device_setting(self.settings))
+
+
+def _train_record(result) -> dict[str, Any]:
+    return {"epochs": result.epochs_run, "seconds": round(result.seconds, 1), "best": result.best_metrics}
+
+
+def _soup_record(soup) -> dict[str, Any]:
+    return {"ingredients": [Path(p).name for p in soup.ingredients], "best": soup.metrics}
+
+
+def _cache_folders(config: RunConfig) -> set[Path]:
+    return {Path(path) for path in (config.data.feature_cache, config.data.mirror_feature_cache) if path}
+
+
+@dataclass
+class _Child:
+    stage: Stage
+    process: multiprocessing.process.BaseProcess
+    result_path: Path
+    log_path: Path
+    config: RunConfig | None
+    interrupts: int = 0
+
+    def interrupt(self) -> None:
+        """Ask the stage to stop as Ctrl-C does (a training stage saves its state first)."""
+        if self.process.is_alive() and self.process.pid is not None:
+            self.interrupts += 1
+            os.kill(self.process.pid, signal.SIGINT)
+
+    def outcome(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.result_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {"error": "RuntimeError",
+                    "message": f"the stage's process ended with exit code {self.process.exitcode} and no result"}
+
+
+def _run_side_by_side(
+    here: _StageContext, pending: list[Stage], finish: Callable[[Stage, dict[str, Any]], None]
+) -> None:
+    """Run ``pending`` (in recipe order) as their sources finish, up to ``recipe.parallel`` at once:
+    training stages and soups each in a child process, ensembles here once nothing else runs
+    (their scoring reads photos with every thread). Two stages that build the same feature cache
+    never run together. A failed or interrupted stage stops the others at their next step (a
+    training stage saves its state), so that ``--resume`` goes on from there."""
+    context = multiprocessing.get_context("spawn")
+    parallel = here.recipe.parallel
+    configs = {s.name: stage_config(here.recipe, s, here.out, here.settings) for s in pending if s.kind == "train"}
+    running: dict[str, _Child] = {}
+    done: set[str] = {s.name for s in here.recipe.stages} - {s.name for s in pending}
+    progress = _EpochProgress(configs, here.out, enabled=here.progress)
+    failure: tuple[Stage, dict[str, Any], Path] | None = None
+
+    def may_start(stage: Stage) -> bool:
+        if not all(source in done for source in stage.sources):
+            return False
+        if stage.kind == "ensemble":
+            return not running
+        if stage.kind != "train":
+            return True
+        building = {folder for child in running.values() if child.config is not None
+                    for folder in _cache_folders(child.config) if not (folder / INDEX_FILE).exists()}  # fmt: skip
+        return not (building & _cache_folders(configs[stage.name]))
+
+    def collect(child: _Child) -> None:
+        nonlocal failure
+        child.process.join()
+        del running[child.stage.name]
+        outcome = child.outcome()
+        if "record" in outcome:
+            for line in outcome.get("report", []):
+                here.report(line)
+            done.add(child.stage.name)
+            progress.finished(child.stage.name)
+            finish(child.stage, outcome["record"])
+        elif failure is None:
+            failure = (child.stage, outcome, child.log_path)
+            for other in running.values():
+                other.interrupt()
+
+    try:
+        while pending or running:
+            for stage in list(pending):
+                if failure is not None or len(running) >= parallel or not may_start(stage):
+                    continue
+                pending.remove(stage)
+                if stage.kind == "ensemble":
+                    finish(stage, here.run(stage))
+                    done.add(stage.name)
+                    continue
+                running[stage.name] = _start_child(context, here, stage, configs.get(stage.name))
+            if not running:
+                if failure is not None or not pending:
+                    break
+                if not any(may_start(stage) for stage in pending):
+                    raise RuntimeError(f"no stage can start: {[s.name for s in pending]} wait on stages that never ran")
+                continue
+            multiprocessing.connection.wait([child.process.sentinel for child in running.values()], _POLL_SECONDS)
+            progress.update(running)
+            for child in [c for c in running.values() if not c.process.is_alive()]:
+                collect(child)
+    except KeyboardInterrupt:
+        # The children are in their own process groups (Ctrl-C reaches only this one): forward it
+        # once, so that each saves its state, and keep what finished meanwhile.
+        for child in running.values():
+            child.interrupt()
+        for child in list(running.values()):
+            collect(child)
+        raise
+    finally:
+        progress.close()
+    if failure is not None:
+        stage, outcome, log_path = failure
+        if outcome.get("error") == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        error_type = getattr(errors, str(outcome.get("error")), None)
+        if not (isinstance(error_type, type) and issubclass(error_type, errors.CaptionerError)):
+            error_type = RuntimeError
+        raise error_type(f"stage {stage.name}: {outcome.get('message')} (its log: {log_path})")
+
+
+def _start_child(context, here: _StageContext, stage: Stage, config: RunConfig | None) -> _Child:
+    run_dir = here.out / stage.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path, result_path = run_dir / STAGE_LOG, run_dir / _STAGE_RESULT
+    result_path.unlink(missing_ok=True)
+    if here.on_stage is not None:
+        here.on_stage(stage, config)
+    if config is not None:
+        resume_stage = here.resume and checkpoint.training_state_path(run_dir).exists()
+        job: dict[str, Any] = {"kind": "train", "config": config, "run_dir": str(run_dir), "resume": resume_stage}
+        threads = config.threads
+    else:
+        threads = lane_threads(0, here.recipe.parallel)
+        job = {"kind": "soup", "ingredients": [str(here.out / name) for name in stage.soup],
+               "run_dir": str(run_dir), "device": str(here.device), "threads": threads}  # fmt: skip
+    here.report(f"{stage.name}: its own process, {threads} thread{'s' * (threads != 1)}, log {log_path}")
+    process = context.Process(target=_stage_process, args=(job, str(log_path), str(result_path)), name=stage.name)
+    process.start()
+    return _Child(stage, process, result_path, log_path, config)
+
+
+def _stage_process(job: dict[str, Any], log_path: str, result_path: str) -> None:
+    """A child process's whole life: one training stage or soup, its output into ``log_path``,
+    its record (or its error) into ``result_path``."""
+    if hasattr(os, "setpgrp"):
+        os.setpgrp()  # Ctrl-C reaches the parent, which forwards it exactly once
+    with open(log_path, "a", buffering=1, encoding="utf-8") as log_file:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+        started = time.perf_counter()
+        try:
+            if job["kind"] == "train":
+                record = _train_record(train(job["config"], job["run_dir"], resume=job["resume"], progress=False))
+                lines: list[str] = []
+            else:
+                import torch
+
+                torch.set_num_threads(job["threads"])
+                lines = []
+
+                def report(line: str) -> None:
+                    lines.append(line)
+                    print(line, file=sys.stderr)
+
+                soup = soup_runs(job["ingredients"], job["run_dir"], device=job["device"], report=report)
+                record = {**_soup_record(soup), "seconds": round(time.perf_counter() - started, 1)}
+        except BaseException as error:
+            checkpoint.write_json(Path(result_path), {"error": type(error).__name__, "message": str(error)})
+            raise
+        checkpoint.write_json(Path(result_path), {"record": record, "report": lines})
+
+
+class _EpochProgress:
+    """One bar over the epochs of every training stage still to run, with an ETA, read from the
+    ``history.jsonl`` the running stages append to after each epoch."""
+
+    def __init__(self, configs: dict[str, RunConfig], out: Path, enabled: bool) -> None:
+        self.out = out
+        self.planned = {name: config.optim.epochs for name, config in configs.items()}
+        self.counted = {name: self._epochs_done(name) for name in configs}
+        self.bar = None
+        if enabled and self.planned:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=sum(self.planned.values()), initial=sum(self.counted.values()),
+                            unit="epoch", desc="stages", dynamic_ncols=True)  # fmt: skip
+
+    def _epochs_done(self, name: str) -> int:
+        history = self.out / name / "history.jsonl"
+        epochs: set[int] = set()
+        if history.is_file():
+            for line in history.read_text(encoding="utf-8").splitlines():
+                try:
+                    epoch = json.loads(line).get("epoch", 0)
+                except (json.JSONDecodeError, AttributeError):
+                    continue
+                if isinstance(epoch, int) and epoch > 0:
+                    epochs.add(epoch)
+        return min(len(epochs), self.planned[name])
+
+    def _advance(self, name: str, epochs: int) -> None:
+        if self.bar is not None and epochs > self.counted[name]:
+            self.bar.update(epochs - self.counted[name])
+        self.counted[name] = max(self.counted[name], epochs)
+
+    def update(self, running: dict[str, _Child]) -> None:
+        for name in running:
+            if name in self.planned:
+                self._advance(name, self._epochs_done(name))
+        if self.bar is not None:
+            self.bar.set_postfix_str(", ".join(running), refresh=True)
+
+    def finished(self, name: str) -> None:
+        """A stage that stopped early counts all its planned epochs."""
+        if name in self.planned:
+            self._advance(name, self.planned[name])
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
