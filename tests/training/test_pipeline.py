@@ -4,6 +4,11 @@ feature cache that training builds where the recipe names one that does not exis
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -316,6 +321,66 @@ def test_stages_side_by_side_train_the_same_weights_as_one_after_another(
     # The shared cache was built once: the second stage waited for the first to finish it.
     assert "feature cache" in (side_by_side / "seed0" / "stage.log").read_text()
     assert "feature cache" not in (side_by_side / "seed1" / "stage.log").read_text()
+
+
+def stage_processes(parent: int) -> list[int]:
+    """The side-by-side stages' processes that ``parent`` started (Linux's /proc)."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+            command = (status.parent / "cmdline").read_bytes()
+        except OSError:  # ended while we looked
+            continue
+        if fields.get("PPid", "").strip() == str(parent) and b"--multiprocessing-fork" in command:
+            found.append(int(status.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(condition, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="finds the stages' processes in Linux's /proc")
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_stages_side_by_side_stop_when_their_command_is_killed(tiny_scenes: Path, tmp_path: Path, how: int) -> None:
+    # SIGTERM (kill, timeout, a job scheduler) stops them as Ctrl-C does; after SIGKILL, which
+    # nothing can catch, each stage notices it has lost its parent and stops itself.
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "captioner", "train", "--config", str(joined_recipe(tmp_path, 2)),
+               "--data", str(tiny_scenes), "--out", str(out), "--epochs", "50", "--quiet", *TINY_TRAINING, *SMALL]  # fmt: skip
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    stages: list[int] = []
+    try:
+        assert wait_for(lambda: len(stage_processes(parent.pid)) == 2, 120)
+        stages = stage_processes(parent.pid)
+        assert wait_for(lambda: all((out / name / "history.jsonl").exists() for name in ("seed0", "seed1")), 120)
+        parent.send_signal(how)
+        parent.wait(timeout=120)
+        assert wait_for(lambda: not any(alive(pid) for pid in stages), 60)
+        if how == signal.SIGTERM:
+            assert parent.returncode == 130
+            assert parent.stderr.read().strip().splitlines()[-1] == "captioner: interrupted"
+        for name in ("seed0", "seed1"):
+            assert "KeyboardInterrupt" in (out / name / "stage_result.json").read_text()
+    finally:
+        parent.kill()
+        for pid in filter(alive, stages):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -36,7 +36,8 @@ log in ``OUT/<name>/stage.log``, and ``threads`` (the machine's cores where unse
 them. The division is fixed by N, not by which stages happen to overlap, so a stage trains with
 the same thread count, and gives the same numbers, however the schedule falls. (On a 2-core CPU
 two one-thread processes do more work than one two-thread process: the decoder's small products
-split poorly over threads.)
+split poorly over threads.) Ctrl-C or SIGTERM stops the running stages, each saving its state; a
+stage whose command was killed outright stops itself the same way.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import os
 import re
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -449,6 +451,7 @@ def _run_side_by_side(
     done: set[str] = {s.name for s in here.recipe.stages} - {s.name for s in pending}
     progress = _EpochProgress(configs, here.out, enabled=here.progress)
     failure: tuple[Stage, dict[str, Any], Path] | None = None
+    restore_sigterm = _sigterm_as_interrupt()
 
     def may_start(stage: Stage) -> bool:
         if not all(source in done for source in stage.sources):
@@ -507,6 +510,7 @@ def _run_side_by_side(
             collect(child)
         raise
     finally:
+        restore_sigterm()
         progress.close()
     if failure is not None:
         stage, outcome, log_path = failure
@@ -516,6 +520,33 @@ def _run_side_by_side(
         if not (isinstance(error_type, type) and issubclass(error_type, errors.CaptionerError)):
             error_type = RuntimeError
         raise error_type(f"stage {stage.name}: {outcome.get('message')} (its log: {log_path})")
+
+
+def _sigterm_as_interrupt() -> Callable[[], None]:
+    """Until the returned function is called, SIGTERM (``kill``, ``timeout``, a job scheduler)
+    stops the stages as Ctrl-C does: otherwise it would end this process alone, and the stages,
+    in their own process groups, would go on training with nobody waiting for them."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        return lambda: None
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_when_orphaned(parent: int, period: float = 1.0) -> None:
+    """In a stage's process: interrupt it as Ctrl-C does (a training stage saves its state) once
+    ``parent`` is gone, e.g. killed with SIGKILL or by the kernel when memory ran out."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(period)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="stop-when-orphaned", daemon=True).start()
 
 
 def _start_child(context, here: _StageContext, stage: Stage, config: RunConfig | None) -> _Child:
@@ -533,6 +564,7 @@ def _start_child(context, here: _StageContext, stage: Stage, config: RunConfig |
         threads = lane_threads(0, here.recipe.parallel)
         job = {"kind": "soup", "ingredients": [str(here.out / name) for name in stage.soup],
                "run_dir": str(run_dir), "device": str(here.device), "threads": threads}  # fmt: skip
+    job["parent"] = os.getpid()
     here.report(f"{stage.name}: its own process, {threads} thread{'s' * (threads != 1)}, log {log_path}")
     process = context.Process(target=_stage_process, args=(job, str(log_path), str(result_path)), name=stage.name)
     process.start()
@@ -544,6 +576,7 @@ def _stage_process(job: dict[str, Any], log_path: str, result_path: str) -> None
     its record (or its error) into ``result_path``."""
     if hasattr(os, "setpgrp"):
         os.setpgrp()  # Ctrl-C reaches the parent, which forwards it exactly once
+    _stop_when_orphaned(job["parent"])
     with open(log_path, "a", buffering=1, encoding="utf-8") as log_file:
         os.dup2(log_file.fileno(), 1)
         os.dup2(log_file.fileno(), 2)
