@@ -98,9 +98,12 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tiny_scenes: Path, strai
 
 
 @pytest.mark.slow
-def test_ctrl_c_saves_and_exits_cleanly_then_resumes(tiny_scenes: Path, straight_run: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_and_exits_cleanly_then_resumes(
+    tiny_scenes: Path, straight_run: Path, tmp_path: Path, how: int
+) -> None:
     out = tmp_path / "interrupted"
-    status = start_and_stop(train_command(tiny_scenes, out), out, signal.SIGINT)
+    status = start_and_stop(train_command(tiny_scenes, out), out, how)
     assert status == 130
     stopped_at = trainer_step(out)
     assert stopped_at >= 3

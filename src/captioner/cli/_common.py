@@ -1,10 +1,13 @@
-"""Small helpers shared by subcommands: JSON output and the precision option."""
+"""Small helpers shared by subcommands: JSON output, the precision option, SIGTERM as Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 
@@ -15,6 +18,26 @@ if TYPE_CHECKING:
 def print_json(values: Any) -> None:
     json.dump(values, sys.stdout, indent=2, ensure_ascii=False, default=str)
     sys.stdout.write("\n")
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM (``kill``, ``timeout``, a job scheduler before it kills) stops
+    the work as Ctrl-C does: training saves its state, so that ``--resume`` goes on from there,
+    and a recipe's side-by-side stages are stopped with it rather than left running."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: signals are not ours to handle
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def add_precision_argument(parser: argparse.ArgumentParser) -> None:

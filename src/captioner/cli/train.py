@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from captioner.cli._common import print_json
+from captioner.cli._common import print_json, sigterm_as_ctrl_c
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -96,6 +96,11 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    with sigterm_as_ctrl_c():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from captioner.training.loop import train
 
     pipeline = pipeline_from_args(args)

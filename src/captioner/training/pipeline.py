@@ -36,8 +36,9 @@ log in ``OUT/<name>/stage.log``, and ``threads`` (the machine's cores where unse
 them. The division is fixed by N, not by which stages happen to overlap, so a stage trains with
 the same thread count, and gives the same numbers, however the schedule falls. (On a 2-core CPU
 two one-thread processes do more work than one two-thread process: the decoder's small products
-split poorly over threads.) Ctrl-C or SIGTERM stops the running stages, each saving its state; a
-stage whose command was killed outright stops itself the same way.
+split poorly over threads.) Ctrl-C (and SIGTERM, which ``captioner train`` takes as Ctrl-C) stops
+the running stages, each saving its state; a stage whose command was killed outright stops itself
+the same way.
 """
 
 from __future__ import annotations
@@ -451,7 +452,6 @@ def _run_side_by_side(
     done: set[str] = {s.name for s in here.recipe.stages} - {s.name for s in pending}
     progress = _EpochProgress(configs, here.out, enabled=here.progress)
     failure: tuple[Stage, dict[str, Any], Path] | None = None
-    restore_sigterm = _sigterm_as_interrupt()
 
     def may_start(stage: Stage) -> bool:
         if not all(source in done for source in stage.sources):
@@ -510,7 +510,6 @@ def _run_side_by_side(
             collect(child)
         raise
     finally:
-        restore_sigterm()
         progress.close()
     if failure is not None:
         stage, outcome, log_path = failure
@@ -520,21 +519,6 @@ def _run_side_by_side(
         if not (isinstance(error_type, type) and issubclass(error_type, errors.CaptionerError)):
             error_type = RuntimeError
         raise error_type(f"stage {stage.name}: {outcome.get('message')} (its log: {log_path})")
-
-
-def _sigterm_as_interrupt() -> Callable[[], None]:
-    """Until the returned function is called, SIGTERM (``kill``, ``timeout``, a job scheduler)
-    stops the stages as Ctrl-C does: otherwise it would end this process alone, and the stages,
-    in their own process groups, would go on training with nobody waiting for them."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
-    except ValueError:  # not the main thread: signals are not ours to handle
-        return lambda: None
-    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _stop_when_orphaned(parent: int, period: float = 1.0) -> None:
