@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/cpu_step_profile.py                  # fp32, one thread
     .venv/bin/python benchmarks/cpu_step_profile.py --bf16           # under bfloat16 autocast
     .venv/bin/python benchmarks/cpu_step_profile.py --threads 2
+    .venv/bin/python benchmarks/cpu_step_profile.py --region-dim 512 --captions-per-image 5
 
 The step is the shipped recipes' (decoder 512/512/512 with deep output, 7 x 7 x 1,280 regions,
 the Flickr8k vocabulary's 2,543 words, batch 96, captions with Flickr8k's lengths when
@@ -11,6 +12,10 @@ Prints the step time, the plain matrix products' throughput at the decoder's sha
 ``torch.profiler``: the step's matrix-product FLOPs, the share of its time they take, and the
 rate they run at. A step whose products run near the plain products' rate is bound by them:
 only fewer FLOPs (or faster arithmetic, such as native bfloat16) make it faster.
+
+``--region-dim N`` gives the decoder a learned N-d embedding of the regions
+(``decoder.region_dim``); ``--captions-per-image K`` lays the batch out as
+``data.group_captions`` does: batch // K images, each with K captions, its regions once.
 """
 
 from __future__ import annotations
@@ -58,6 +63,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--bf16", action="store_true", help="run the step under bfloat16 autocast")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--region-dim", type=int, default=0, help="decoder.region_dim (0: the 1,280-d grid as it is)")
+    parser.add_argument("--attention-dim", type=int, default=512)
+    parser.add_argument("--captions-per-image", type=int, default=1,
+                        help="K > 1: batch // K images with K captions each (data.group_captions)")
+    parser.add_argument("--no-profile", action="store_true", help="time the step only")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -65,15 +75,21 @@ def main() -> None:
     print(describe_machine())
 
     lengths = caption_lengths()
-    decoder = ShowAttendTellDecoder(DecoderConfig(512, 512, 512, 0.5, True), VOCABULARY, FEATURES)
+    config = DecoderConfig(512, 512, args.attention_dim, 0.5, True, region_dim=args.region_dim)
+    decoder = ShowAttendTellDecoder(config, VOCABULARY, FEATURES)
+    per_image = args.captions_per_image
+    captions_per_batch = BATCH // per_image * per_image
     optimizer = torch.optim.Adam(decoder.parameters(), 5e-4)
 
     def batch() -> tuple[torch.Tensor, torch.Tensor]:
-        words = sorted((random.choice(lengths) for _ in range(BATCH)), reverse=True)
-        captions = torch.zeros(BATCH, words[0] + 2, dtype=torch.long)
+        # Grouped batches keep an image's captions together, so they are not sorted by length.
+        words = [random.choice(lengths) for _ in range(captions_per_batch)]
+        if per_image == 1:
+            words.sort(reverse=True)
+        captions = torch.zeros(captions_per_batch, max(words) + 2, dtype=torch.long)
         for row, count in enumerate(words):
             captions[row, : count + 2] = torch.randint(4, VOCABULARY, (count + 2,))
-        return torch.randn(BATCH, REGIONS, FEATURES).relu(), captions
+        return torch.randn(captions_per_batch // per_image, REGIONS, FEATURES).relu(), captions
 
     def step(regions: torch.Tensor, captions: torch.Tensor) -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
@@ -92,8 +108,13 @@ def main() -> None:
         step(regions, captions)
     seconds = (time.perf_counter() - start) / args.steps
     words = sum(int((captions[:, 1:] != 0).sum()) for _, captions in batches[2:]) / args.steps
-    print(f"{'bf16 autocast' if args.bf16 else 'fp32'}, {args.threads} thread(s): {seconds * 1000:.0f} ms a step "
-          f"({words:.0f} words), {313 * seconds:.0f} s for an epoch's 313 steps")
+    steps_per_epoch = -(-30_000 // captions_per_batch)  # Flickr8k's 6,000 training photos x 5 captions
+    print(f"{'bf16 autocast' if args.bf16 else 'fp32'}, {args.threads} thread(s), region_dim {args.region_dim}, "
+          f"attention {args.attention_dim}, {captions_per_batch} captions of {captions_per_batch // per_image} images: "
+          f"{seconds * 1000:.0f} ms a step ({words:.0f} words), {steps_per_epoch * seconds:.0f} s for an epoch's "
+          f"{steps_per_epoch} steps")
+    if args.no_profile:
+        return
 
     shapes = [(96, 1792, 2048), (96, 512, 2048), (96, 512, VOCABULARY), (96 * REGIONS, FEATURES, 512), (2048, 96, 1792)]
     for shape, rate in plain_matmul_gflops(shapes).items():

@@ -11,9 +11,11 @@ def pack_every_weight(monkeypatch):
     monkeypatch.setattr(packed_linear, "_MIN_WEIGHT_VALUES", 0)
 
 
-def make_decoder(deep_output: bool = True) -> ShowAttendTellDecoder:
+def make_decoder(deep_output: bool = True, region_dim: int = 0) -> ShowAttendTellDecoder:
     torch.manual_seed(0)
-    config = DecoderConfig(embed_dim=8, hidden_dim=12, attention_dim=6, dropout=0.3, deep_output=deep_output)
+    config = DecoderConfig(
+        embed_dim=8, hidden_dim=12, attention_dim=6, dropout=0.3, deep_output=deep_output, region_dim=region_dim
+    )
     return ShowAttendTellDecoder(config, vocab_size=20, feature_dim=10)
 
 
@@ -25,9 +27,10 @@ def test_teacher_forcing_shapes_and_attention_rows():
     torch.testing.assert_close(out.alphas.sum(dim=2), torch.ones(4, 5))
 
 
-def test_step_by_step_equals_teacher_forcing_in_eval_mode():
+@pytest.mark.parametrize("region_dim", [0, 7])
+def test_step_by_step_equals_teacher_forcing_in_eval_mode(region_dim):
     for deep_output in (True, False):
-        decoder = make_decoder(deep_output).eval()
+        decoder = make_decoder(deep_output, region_dim).eval()
         regions = torch.randn(3, 9, 10)
         captions = torch.randint(0, 20, (3, 7))
         forced = decoder(regions, captions)
@@ -40,8 +43,9 @@ def test_step_by_step_equals_teacher_forcing_in_eval_mode():
             state = out.state
 
 
-def test_gradients_reach_every_parameter():
-    decoder = make_decoder()
+@pytest.mark.parametrize("region_dim", [0, 7])
+def test_gradients_reach_every_parameter(region_dim):
+    decoder = make_decoder(region_dim=region_dim)
     out = decoder(torch.randn(2, 9, 10), torch.randint(0, 20, (2, 5)))
     out.logits.logsumexp(-1).sum().backward()
     missing = [name for name, p in decoder.named_parameters() if p.grad is None]
@@ -59,12 +63,13 @@ def _run_steps(decoder, regions, captions, with_context_terms):
     return outputs
 
 
-def test_decoding_steps_equal_the_training_path(pack_every_weight):
+@pytest.mark.parametrize("region_dim", [0, 7])
+def test_decoding_steps_equal_the_training_path(pack_every_weight, region_dim):
     """The searches' step (stacked and packed products, the word-gate table, with or without
     the precomputed context terms, with or without autograd) gives the same words, attention
     and state as the teacher-forcing path's nn.LSTMCell step, up to float rounding."""
     for deep_output in (True, False):
-        decoder = make_decoder(deep_output).eval()
+        decoder = make_decoder(deep_output, region_dim).eval()
         regions = torch.randn(3, 9, 10)
         captions = torch.randint(0, 20, (3, 6))
         reference = _run_steps(decoder, regions, captions, with_context_terms=False)
@@ -82,11 +87,12 @@ def test_decoding_steps_equal_the_training_path(pack_every_weight):
                 torch.testing.assert_close(b.state[1], a.state[1])
 
 
-def test_inference_caches_follow_weight_updates(pack_every_weight):
+@pytest.mark.parametrize("region_dim", [0, 7])
+def test_inference_caches_follow_weight_updates(pack_every_weight, region_dim):
     """Every weight the inference path caches a derived form of (word-gate table, stacked
     region/hidden/initial-state maps, oneDNN-packed copies) is re-derived after an in-place
     update, as an optimiser step or ``load_state_dict`` makes."""
-    decoder = make_decoder().eval()
+    decoder = make_decoder(region_dim=region_dim).eval()
     regions = torch.randn(2, 9, 10)
     captions = torch.randint(0, 20, (2, 4))
     with torch.inference_mode():
@@ -103,10 +109,11 @@ def test_inference_caches_follow_weight_updates(pack_every_weight):
         torch.testing.assert_close(b.state[0], a.state[0])
 
 
-def test_states_may_share_their_images_regions(pack_every_weight):
+@pytest.mark.parametrize("region_dim", [0, 7])
+def test_states_may_share_their_images_regions(pack_every_weight, region_dim):
     """A search passes one row of regions per image for its K hypotheses of that image; the
     steps equal those over regions repeated for every hypothesis, on both decoding paths."""
-    decoder = make_decoder().eval()
+    decoder = make_decoder(region_dim=region_dim).eval()
     regions = torch.randn(2, 9, 10)
     hypotheses = 3
     words = torch.randint(0, 20, (2 * hypotheses, 5))
@@ -139,3 +146,17 @@ def test_a_decoder_made_under_inference_mode_decodes():
         plain = _run_steps(decoder, regions, captions, with_context_terms=False)
     for a, b in zip(plain, fast):
         torch.testing.assert_close(b.logits, a.logits)
+
+
+def test_region_dim_embeds_each_region_once_and_refuses_an_ambiguous_size():
+    decoder = make_decoder(region_dim=7)
+    regions = torch.randn(2, 9, 10)
+    with torch.no_grad():
+        embedded = decoder.embed_regions(regions)
+    assert embedded.shape == (2, 9, 7) and float(embedded.min()) >= 0.0  # after the ReLU
+    torch.testing.assert_close(embedded, torch.relu(regions @ decoder.region_embedding.weight.t() + decoder.region_embedding.bias))
+    assert decoder.project_regions(regions).shape == (2, 9, 6 + 7)  # keys, then the embedded regions
+    assert decoder.project_regions(regions, with_context_terms=True).shape == (2, 9, 6 + 4 * 12 + 8)
+    assert "region_embedding.weight" not in make_decoder().state_dict()  # older checkpoints load as before
+    with pytest.raises(ValueError, match="context terms' width"):
+        ShowAttendTellDecoder(DecoderConfig(8, 12, 6, 0.0, True, region_dim=4 * 12 + 8), vocab_size=20, feature_dim=10)

@@ -16,17 +16,19 @@ FEATURES = 6
 TOKENS = SearchTokens(start_id=1, end_id=2, banned_ids=(0, 1, 3))
 
 
-def make_decoder(seed: int, hidden: int = 10, vocab: int = VOCAB) -> ShowAttendTellDecoder:
+def make_decoder(seed: int, hidden: int = 10, vocab: int = VOCAB, region_dim: int = 0) -> ShowAttendTellDecoder:
     torch.manual_seed(seed)
-    decoder = ShowAttendTellDecoder(DecoderConfig(embed_dim=8, hidden_dim=hidden, attention_dim=7), vocab, FEATURES)
+    config = DecoderConfig(embed_dim=8, hidden_dim=hidden, attention_dim=7, region_dim=region_dim)
+    decoder = ShowAttendTellDecoder(config, vocab, FEATURES)
     with torch.no_grad():  # larger weights than the initialisation, so that the members disagree
         for parameter in decoder.parameters():
             parameter.normal_(0, 0.5)
     return decoder.eval()
 
 
-def test_a_step_mixes_the_members_probabilities_states_and_attention() -> None:
-    first, second = make_decoder(0), make_decoder(1, hidden=14)
+@pytest.mark.parametrize("region_dims", [(0, 0), (4, 0), (5, 3)])
+def test_a_step_mixes_the_members_probabilities_states_and_attention(region_dims: tuple[int, int]) -> None:
+    first, second = make_decoder(0, region_dim=region_dims[0]), make_decoder(1, hidden=14, region_dim=region_dims[1])
     regions = torch.randn(2, 5, 2 * FEATURES)
     ensemble = DecoderEnsemble([first, second], [slice(0, FEATURES), slice(FEATURES, 2 * FEATURES)], [3.0, 1.0])
     assert ensemble.weights == [0.75, 0.25]
@@ -177,8 +179,10 @@ def test_members_of_one_shape_step_in_lockstep_as_they_step_one_by_one(
 
 
 @pytest.mark.parametrize("beam_size", [1, 3])
-def test_lockstep_searches_give_the_captions_of_one_by_one_searches(beam_size: int) -> None:
-    ensemble = DecoderEnsemble([make_decoder(7), make_decoder(8)], [slice(0, FEATURES)] * 2, [1.0, 1.0])
+@pytest.mark.parametrize("region_dim", [0, 4])
+def test_lockstep_searches_give_the_captions_of_one_by_one_searches(beam_size: int, region_dim: int) -> None:
+    members = [make_decoder(7, region_dim=region_dim), make_decoder(8, region_dim=region_dim)]
+    ensemble = DecoderEnsemble(members, [slice(0, FEATURES)] * 2, [1.0, 1.0])
     regions = torch.randn(4, 5, FEATURES)
     settings = DecodeSettings(beam_size=beam_size, max_length=8, no_repeat_ngram_size=3)
     fast = decode(ensemble, regions, TOKENS, settings)

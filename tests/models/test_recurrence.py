@@ -17,20 +17,24 @@ from captioner.models.decoder import DecoderConfig, ShowAttendTellDecoder
 from captioner.models.recurrence import PackedSteps
 
 
-def make_decoder(deep_output: bool = True, dropout: float = 0.0) -> ShowAttendTellDecoder:
+def make_decoder(deep_output: bool = True, dropout: float = 0.0, region_dim: int = 0) -> ShowAttendTellDecoder:
     torch.manual_seed(0)
-    config = DecoderConfig(embed_dim=8, hidden_dim=12, attention_dim=10, dropout=dropout, deep_output=deep_output)
+    config = DecoderConfig(
+        embed_dim=8, hidden_dim=12, attention_dim=10, dropout=dropout, deep_output=deep_output, region_dim=region_dim
+    )
     return ShowAttendTellDecoder(config, vocab_size=30, feature_dim=6).double()
 
 
 def stepwise(decoder: ShowAttendTellDecoder, regions: torch.Tensor, captions: torch.Tensor):
     """(B, T, V) logits and (B, T, R) attention from autograd through every word, every row
-    computed to the full length; ``regions`` has a row per caption."""
+    computed to the full length; ``regions`` has a row per caption. With ``region_dim`` set,
+    the embedded regions come with the projected ones, as the searches get them."""
     projected, state = decoder.project_regions(regions), decoder.init_state(regions)
+    keys, attended = decoder._keys_and_regions(regions, projected)
     logits, alphas = [], []
     for t in range(captions.size(1) - 1):
         embedded = decoder.embedding(captions[:, t])
-        state, context, alpha = decoder._attend_and_update(embedded, state, regions, projected)
+        state, context, alpha = decoder._attend_and_update(embedded, state, attended, keys)
         logits.append(decoder._word_logits(embedded, state[0], context))
         alphas.append(alpha)
     return torch.stack(logits, dim=1), torch.stack(alphas, dim=1)
@@ -50,9 +54,9 @@ def assert_same_gradients(decoder, regions, loss, reference_loss):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
 
 
-@pytest.mark.parametrize("deep_output", [True, False])
-def test_scores_attention_and_gradients_equal_autograd_word_by_word(deep_output: bool) -> None:
-    decoder = make_decoder(deep_output)
+@pytest.mark.parametrize(("deep_output", "region_dim"), [(True, 0), (False, 0), (True, 5), (False, 5)])
+def test_scores_attention_and_gradients_equal_autograd_word_by_word(deep_output: bool, region_dim: int) -> None:
+    decoder = make_decoder(deep_output, region_dim=region_dim)
     regions = torch.randn(5, 4, 6, dtype=torch.float64, requires_grad=True)
     captions = torch.randint(3, 30, (5, 8))
     lengths = torch.tensor([3, 7, 1, 5, 7])  # unsorted, with ties and a one-word caption
@@ -73,8 +77,9 @@ def test_scores_attention_and_gradients_equal_autograd_word_by_word(deep_output:
     assert_same_gradients(decoder, regions, loss(out.logits, out.alphas), loss(ref_logits, ref_alphas))
 
 
-def test_captions_sharing_an_image_equal_captions_with_their_own_copy() -> None:
-    decoder = make_decoder()
+@pytest.mark.parametrize("region_dim", [0, 5])
+def test_captions_sharing_an_image_equal_captions_with_their_own_copy(region_dim: int) -> None:
+    decoder = make_decoder(region_dim=region_dim)
     images = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
     captions = torch.randint(3, 30, (6, 6))
     lengths = torch.tensor([2, 5, 5, 1, 3, 4])
@@ -144,11 +149,12 @@ def test_packed_steps_count_the_captions_still_being_written() -> None:
     assert PackedSteps.from_sorted_lengths([]).total == 0
 
 
-def test_a_recorded_sampling_run_replays_as_teacher_forcing_with_the_same_gradients() -> None:
+@pytest.mark.parametrize("region_dim", [0, 5])
+def test_a_recorded_sampling_run_replays_as_teacher_forcing_with_the_same_gradients(region_dim: int) -> None:
     from captioner.decoding import SearchTokens, greedy_decode
     from captioner.decoding.types import banned_mask
 
-    decoder = make_decoder().eval()
+    decoder = make_decoder(region_dim=region_dim).eval()
     images = torch.randn(4, 4, 6, dtype=torch.float64, requires_grad=True)
     tokens = SearchTokens(start_id=1, end_id=2, banned_ids=(0, 1, 3))
     banned = banned_mask(30, tokens.banned_ids, images.device)

@@ -93,3 +93,17 @@ def test_gradient_accumulation_equals_the_whole_batch(
     out = tmp_path / "accumulated"
     train(tiny_scenes, feature_cache, out, "--set", "optim.accumulation_steps=4")
     assert_same_training(out, single_process_run)
+
+
+@pytest.mark.slow
+def test_grouped_captions_two_gloo_processes_equal_one_process(
+    tiny_scenes: Path, feature_cache: Path, tmp_path: Path
+) -> None:
+    """data.group_captions: each process takes whole images of the global batch, with all their
+    captions; the update is the one process's."""
+    grouped = ("--set", "data.group_captions=true")
+    single = tmp_path / "single"
+    train(tiny_scenes, feature_cache, single, *grouped)
+    out = tmp_path / "ddp"
+    train(tiny_scenes, feature_cache, out, *grouped, processes=2)
+    assert_same_training(out, single)

@@ -8,6 +8,7 @@ a cached feature grid), so this module knows nothing about encoders, models or f
 
 from __future__ import annotations
 
+import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -31,14 +32,26 @@ class TrainingItem(NamedTuple):
     record_index: int
 
 
+class GroupedItem(NamedTuple):
+    inputs: torch.Tensor
+    caption_ids: list[torch.Tensor]  # the image's captions of the epoch, each <start> words <end>
+    record_index: int
+
+
 @dataclass
 class CaptionBatch:
-    """A padded training batch. ``captions`` include ``<start>`` and ``<end>``; so do ``lengths``."""
+    """A padded training batch. ``captions`` include ``<start>`` and ``<end>``; so do ``lengths``.
 
-    inputs: torch.Tensor
+    ``inputs`` has a row per caption, or (``captions_per_input`` > 1, ``collate_caption_groups``)
+    a row per image shared by that many consecutive caption rows: image 0's captions, then image
+    1's, ... ``len`` counts captions either way.
+    """
+
+    inputs: torch.Tensor  # (B, ...) or (B // captions_per_input, ...)
     captions: torch.Tensor  # (B, T) int64, padded with Vocabulary.pad_id
     lengths: torch.Tensor  # (B,) int64
     record_indices: torch.Tensor  # (B,) int64
+    captions_per_input: int = 1
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> CaptionBatch:
         return CaptionBatch(
@@ -46,6 +59,7 @@ class CaptionBatch:
             captions=self.captions.to(device, non_blocking=non_blocking),
             lengths=self.lengths.to(device, non_blocking=non_blocking),
             record_indices=self.record_indices.to(device, non_blocking=non_blocking),
+            captions_per_input=self.captions_per_input,
         )
 
     def pin_memory(self) -> CaptionBatch:
@@ -55,6 +69,18 @@ class CaptionBatch:
             self.captions.pin_memory(),
             self.lengths.pin_memory(),
             self.record_indices.pin_memory(),
+            self.captions_per_input,
+        )
+
+    def input_rows(self, start: int, stop: int) -> CaptionBatch:
+        """Rows ``start:stop`` of ``inputs`` with all the captions that share them."""
+        first, last = start * self.captions_per_input, stop * self.captions_per_input
+        return CaptionBatch(
+            self.inputs[start:stop],
+            self.captions[first:last],
+            self.lengths[first:last],
+            self.record_indices[first:last],
+            self.captions_per_input,
         )
 
     def __len__(self) -> int:
@@ -146,6 +172,11 @@ class CaptionTrainingSet(Dataset[TrainingItem]):
     def __len__(self) -> int:
         return len(self._served) * self.captions_per_image
 
+    @property
+    def image_count(self) -> int:
+        """Images served (slots): item ``slot + draw * image_count`` is draw ``draw`` of the image in ``slot``."""
+        return len(self._served)
+
     def __getitem__(self, item: int) -> TrainingItem:
         if not 0 <= item < len(self):
             raise IndexError(f"index {item} out of range for {len(self)} items")
@@ -153,6 +184,37 @@ class CaptionTrainingSet(Dataset[TrainingItem]):
         record_index = int(self._served[slot])
         caption = self._encoded[record_index][int(self._choices[slot, draw])]
         return TrainingItem(self.load_input(self.records[record_index], record_index), caption, record_index)
+
+    def image_captions(self, slot: int) -> tuple[int, list[torch.Tensor]]:
+        """The record index of the image in ``slot`` and its ``captions_per_image`` captions of
+        this epoch in draw order: those of items ``slot``, ``slot + image_count``, ..."""
+        if not 0 <= slot < len(self._served):
+            raise IndexError(f"slot {slot} out of range for {len(self._served)} images")
+        record_index = int(self._served[slot])
+        encoded = self._encoded[record_index]
+        return record_index, [encoded[int(choice)] for choice in self._choices[slot]]
+
+
+class ImageCaptionGroups(Dataset[GroupedItem]):
+    """A ``CaptionTrainingSet`` by image (``data.group_captions``): item ``slot`` is the image in
+    that slot, its input loaded once, with the ``captions_per_image`` captions the training set
+    serves it this epoch (its items ``slot``, ``slot + S``, ...), so that a batch of these holds
+    every caption of its images and the decoder projects each image's regions once.
+    ``set_epoch`` chooses the captions as the training set's does."""
+
+    def __init__(self, captions: CaptionTrainingSet) -> None:
+        self.captions = captions
+
+    def set_epoch(self, epoch: int) -> None:
+        self.captions.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.captions.image_count
+
+    def __getitem__(self, slot: int) -> GroupedItem:
+        record_index, caption_ids = self.captions.image_captions(slot)
+        inputs = self.captions.load_input(self.captions.records[record_index], record_index)
+        return GroupedItem(inputs, caption_ids, record_index)
 
 
 def encode_captions(captions: Sequence[str], vocabulary: Vocabulary, max_length: int | None = None) -> list[torch.Tensor]:
@@ -179,6 +241,27 @@ def collate_captions(items: Sequence[TrainingItem]) -> CaptionBatch:
         captions=captions,
         lengths=lengths,
         record_indices=torch.tensor([item.record_index for item in items], dtype=torch.long),
+    )
+
+
+def collate_caption_groups(items: Sequence[GroupedItem]) -> CaptionBatch:
+    """One row of inputs per image and its captions after it in the caption rows, image-major and
+    in draw order (not sorted by length: the decoder sorts, and each image's captions must stay
+    together); padded on the right with ``<pad>`` like ``collate_captions``."""
+    per_image = len(items[0].caption_ids)
+    if per_image < 1 or any(len(item.caption_ids) != per_image for item in items):
+        raise ValueError("every image of a grouped batch needs the same number of captions (at least one)")
+    caption_ids = [caption for item in items for caption in item.caption_ids]
+    lengths = torch.tensor([len(caption) for caption in caption_ids], dtype=torch.long)
+    captions = torch.full((len(caption_ids), int(lengths.max())), Vocabulary.pad_id, dtype=torch.long)
+    for row, caption in enumerate(caption_ids):
+        captions[row, : len(caption)] = caption
+    return CaptionBatch(
+        inputs=torch.stack([item.inputs for item in items]),
+        captions=captions,
+        lengths=lengths,
+        record_indices=torch.tensor([item.record_index for item in items], dtype=torch.long).repeat_interleave(per_image),
+        captions_per_input=per_image,
     )
 
 
@@ -225,23 +308,29 @@ def make_loader(
 ) -> DataLoader[Any]:
     """A ``DataLoader`` whose order (and caption choice) depends only on ``(seed, epoch)``.
 
-    Calls ``dataset.set_epoch(epoch)`` when the dataset has one; picks ``collate_captions`` or
-    ``collate_images`` for this module's datasets; pins memory when CUDA is available.
+    Calls ``dataset.set_epoch(epoch)`` when the dataset has one; picks ``collate_captions``,
+    ``collate_caption_groups`` or ``collate_images`` for this module's datasets; pins memory when
+    CUDA is available. ``batch_size`` counts the dataset's items: captions of a
+    ``CaptionTrainingSet``, images (each with all its captions) of ``ImageCaptionGroups``.
     ``skip_batches`` starts the epoch's fixed order that many batches in (resuming mid-epoch)
     without loading the skipped items. With ``world_size`` > 1, ``batch_size`` is the *global*
-    batch: every process walks the same order and takes rows ``rank::world_size`` of each batch.
+    batch: every process walks the same order and takes items ``rank::world_size`` of each batch.
+    There are ``batch_count(len(dataset), batch_size, world_size, drop_last)`` batches in all.
     """
     if hasattr(dataset, "set_epoch"):
         dataset.set_epoch(epoch)
     if collate_fn is None:
-        collate_fn = collate_captions if isinstance(dataset, CaptionTrainingSet) else collate_images
+        if isinstance(dataset, CaptionTrainingSet):
+            collate_fn = collate_captions
+        elif isinstance(dataset, ImageCaptionGroups):
+            collate_fn = collate_caption_groups
+        else:
+            collate_fn = collate_images
     generator = torch.Generator()
     generator.manual_seed(int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0] >> 1))
     size = len(dataset)  # type: ignore[arg-type]
     order = torch.randperm(size, generator=generator).tolist() if shuffle else list(range(size))
-    stop = size - size % batch_size if drop_last else size
-    # A last batch smaller than the number of processes would leave some of them nothing to do.
-    stop = min(stop, size - size % batch_size) if size % batch_size < world_size else stop
+    stop = _stop(size, batch_size, world_size, drop_last)
     batches = [order[start : start + batch_size][rank::world_size] for start in range(0, stop, batch_size)]
     return DataLoader(
         dataset,
@@ -253,3 +342,14 @@ def make_loader(
         pin_memory=torch.cuda.is_available(),
         persistent_workers=False,
     )
+
+
+def _stop(size: int, batch_size: int, world_size: int, drop_last: bool) -> int:
+    stop = size - size % batch_size if drop_last else size
+    # A last batch smaller than the number of processes would leave some of them nothing to do.
+    return min(stop, size - size % batch_size) if size % batch_size < world_size else stop
+
+
+def batch_count(size: int, batch_size: int, world_size: int = 1, drop_last: bool = False) -> int:
+    """How many batches ``make_loader`` makes of ``size`` items in an epoch (before ``skip_batches``)."""
+    return math.ceil(_stop(size, batch_size, world_size, drop_last) / batch_size)

@@ -255,7 +255,9 @@ class _AttentionLSTM(torch.autograd.Function):
         grad_keys = torch.zeros(keys.shape, dtype=acc, device=device)  # per image
         grad_score = torch.zeros(attention_size, dtype=acc, device=device)
         grad_energy_total = torch.zeros((), dtype=acc, device=device)  # 0 but for rounding
-        grad_regions = torch.zeros(regions.shape, dtype=acc, device=device) if ctx.regions_need_grad else None
+        # The regions' gradient, sum_t alpha_t^T grad_raw_t per caption, is one batched product
+        # after the loop, from every step's grad_raw kept here.
+        grad_raws = torch.empty(total, regions.size(2), dtype=acc, device=device) if ctx.regions_need_grad else None
         previous_hiddens = torch.empty(total, hidden_size, dtype=acc, device=device)
 
         grad_hidden = grad_cell = None
@@ -292,8 +294,8 @@ class _AttentionLSTM(torch.autograd.Function):
             alpha = alphas[rows]
             grad_alpha = torch.bmm(grad_raw.to(dtype).unsqueeze(1), regions_c[:n].transpose(1, 2)).squeeze(1).to(acc)
             grad_alpha += grad_alphas[rows]
-            if grad_regions is not None:
-                grad_regions.index_add_(0, image_rows[:n], alpha.unsqueeze(2) * grad_raw.unsqueeze(1))
+            if grad_raws is not None:
+                grad_raws[rows] = grad_raw
             grad_energy = alpha * (grad_alpha - (alpha * grad_alpha).sum(dim=1, keepdim=True))
             grad_energy_total += grad_energy.sum()
             maps_grad = grad_maps[rows]
@@ -326,6 +328,18 @@ class _AttentionLSTM(torch.autograd.Function):
             grad_hidden0[: grad_hidden.size(0)] = grad_hidden
             grad_cell0[: grad_cell.size(0)] = grad_cell
         grad_keys *= 4.0 * score_vector
+        grad_regions = None
+        if grad_raws is not None:
+            grad_regions = torch.zeros(regions.shape, dtype=acc, device=device)
+            if total:
+                captions, length = steps.active[0], len(steps.active)
+                caption_rows, step_index = steps.rows_and_steps(device)
+                padded_alphas = alphas.new_zeros(captions, length, alphas.size(1)).to(acc)
+                padded_alphas[caption_rows, step_index] = alphas.to(acc)
+                padded_raws = grad_raws.new_zeros(captions, length, grad_raws.size(1))
+                padded_raws[caption_rows, step_index] = grad_raws
+                per_caption = torch.bmm(padded_alphas.transpose(1, 2).to(dtype), padded_raws.to(dtype)).to(acc)
+                grad_regions.index_add_(0, image_rows[:captions], per_caption)
         grad_score = 2.0 * grad_score - grad_energy_total
         return (
             None,

@@ -36,6 +36,14 @@ class DataConfig:
     """Longer training captions are cut; also the decoding limit."""
     captions_per_image: int = 5
     """How many of an image's captions are trained on per epoch (each a separate example)."""
+    group_captions: bool = False
+    """Cross-entropy training: put all ``captions_per_image`` captions an image has in an epoch in
+    the same batch, the image's input stored once, so that the encoder (where it runs) and the
+    decoder's projection of its regions run once per image instead of once per caption. A batch
+    then holds ``optim.batch_size // captions_per_image`` images (at least one) with all their
+    captions: ``optim.batch_size`` still counts captions, rounded down to whole images. The epoch
+    trains on the same captions as without it, in another order and other batches. Not for
+    self-critical training, whose examples are images already."""
     num_workers: int = 0
     feature_cache: str | None = None
     """Directory of cached encoder features (``captioner features``); ``None`` runs the encoder."""
@@ -221,6 +229,11 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.init_weights not in INIT_WEIGHTS:
             raise ConfigError(f"init_weights must be one of {', '.join(INIT_WEIGHTS)}, not {self.init_weights!r}")
+        if self.data.group_captions and self.optim.objective == "self_critical":
+            raise ConfigError(
+                "data.group_captions applies to cross-entropy training (optim.objective=cross_entropy); "
+                "self-critical training takes each image once already: turn it off for this run"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

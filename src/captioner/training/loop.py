@@ -26,8 +26,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from captioner.data.batches import (
+    CaptionBatch,
     CaptionTrainingSet,
+    ImageCaptionGroups,
     ImageSet,
+    batch_count,
+    collate_caption_groups,
     collate_captions,
     collate_images,
     encode_captions,
@@ -41,7 +45,7 @@ from captioner.encoders.cache import INDEX_FILE, PROGRESS_FILE, FeatureCache, bu
 from captioner.encoders.registry import build_encoder
 from captioner.errors import CaptionerError, CheckpointError, ConfigError
 from captioner.metrics.cider_reward import CiderDReward
-from captioner.models.attention import coverage_penalty
+from captioner.models.attention import coverage_penalty, rows_per_image
 from captioner.models.captioning import CaptioningModel, native_bfloat16
 from captioner.models.decoder import ShowAttendTellDecoder, TeacherForcedOutput
 from captioner.training import checkpoint
@@ -297,7 +301,13 @@ class TeacherForcing(nn.Module):
         """Scheduled sampling's probability for the current epoch (set by the loop)."""
 
     def forward(self, inputs: torch.Tensor, captions: torch.Tensor) -> TeacherForcedOutput:
+        """``inputs`` has a row per caption, or one per image shared by its consecutive captions
+        (``data.group_captions``): the encoder, where it runs, and the decoder's projection of
+        the regions then run once per image."""
         regions = regions_from_inputs(self.model, inputs, self.input_kind)
+        if self.sampling_probability > 0.0 and regions.size(0) != captions.size(0):
+            # Scheduled sampling steps the decoder word by word with a row of regions per caption.
+            regions = regions.repeat_interleave(rows_per_image(captions.size(0), regions.size(0)), dim=0)
         # Padding follows <end>, so a caption's length is its count of other tokens.
         lengths = (captions[:, 1:] != self.pad_id).sum(dim=1)
         return self.model.decoder(regions, captions, sampling_probability=self.sampling_probability, lengths=lengths)
@@ -375,9 +385,13 @@ class StopRequest:
 
 
 def _split(batch, parts: int) -> list:
-    """A batch cut into up to ``parts`` consecutive pieces (gradient accumulation)."""
-    size = len(batch)
+    """A batch cut into up to ``parts`` consecutive pieces (gradient accumulation), by rows of
+    its inputs: a grouped ``CaptionBatch`` (``data.group_captions``) is cut between images, each
+    piece with all the captions of its images."""
+    size = len(batch.inputs)
     bounds = [round(size * i / parts) for i in range(parts + 1)]
+    if isinstance(batch, CaptionBatch):
+        return [batch.input_rows(a, b) for a, b in zip(bounds, bounds[1:]) if b > a]
     return [
         type(batch)(**{f.name: getattr(batch, f.name)[a:b] for f in dataclasses.fields(batch)})
         for a, b in zip(bounds, bounds[1:])
@@ -614,11 +628,22 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
             seed=config.seed,
         )
         collate = collate_captions
+    examples = len(dataset)
+    batch_size = config.optim.batch_size
+    if config.data.group_captions and not self_critical:
+        # Batches of whole images, each with its captions_per_image captions of the epoch.
+        dataset = ImageCaptionGroups(dataset)
+        collate = collate_caption_groups
+        batch_size = max(1, batch_size // config.data.captions_per_image)
+        steps_per_epoch = batch_count(len(dataset), batch_size, context.world_size)
+    else:
+        # (With several processes this counts a last batch the loader drops when it is smaller than
+        # the process count; kept so that the learning-rate schedule of existing runs reproduces.)
+        steps_per_epoch = math.ceil(len(dataset) / batch_size)
     tokens = search_tokens(vocabulary)
     tracked_name = "reward" if self_critical else "cross_entropy"
     history_key = "train_reward" if self_critical else "train_loss"
     optimizer = make_optimizer(model, config)
-    steps_per_epoch = math.ceil(len(dataset) / config.optim.batch_size)
     total_steps = steps_per_epoch * config.optim.epochs
     autocast_dtype = None
     scaler = None
@@ -655,9 +680,11 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
     history_path = run_dir / "history.jsonl"
     settings = run_decode_settings(config)
     log.info(
-        "training on %d images (%d examples/epoch, %d steps/epoch), validating on %d, vocabulary %d words, "
+        "training on %d images (%d examples/epoch, %d steps/epoch%s), validating on %d, vocabulary %d words, "
         "device %s%s",
-        len(data.train_records), len(dataset), steps_per_epoch, len(data.val_records), len(vocabulary), device,
+        len(data.train_records), examples, steps_per_epoch,
+        f", {batch_size} images with all their captions per batch" if isinstance(dataset, ImageCaptionGroups) else "",
+        len(data.val_records), len(vocabulary), device,
         f", {context.world_size} processes" if context.enabled else "",
     )
     if average is not None:
@@ -718,7 +745,7 @@ def train(config: RunConfig, run_dir: str | Path, resume: bool = False, progress
                 break
             loader = make_loader(
                 dataset,
-                batch_size=config.optim.batch_size,
+                batch_size=batch_size,
                 shuffle=True,
                 seed=config.seed,
                 num_workers=config.data.num_workers,
