@@ -430,3 +430,17 @@ def test_each_of_n_side_by_side_stages_gets_its_share_of_the_threads(tmp_path: P
     recipe = PipelineRecipe.from_dict({"parallel": 2, "stages": [{"name": "a", "recipe": "first.json"}]}, tmp_path / "p.json")
     config = stage_config(recipe, recipe.stages[0], tmp_path / "out", ["data.path=x", "threads=4"])
     assert config.threads == 2
+
+
+@pytest.mark.parametrize("name", ["flickr8k_lite0_shipped", "flickr8k_ensemble", "flickr8k_ensemble_fast"])
+def test_every_shipped_recipe_of_stages_reads_and_its_settings_check(name: str, tmp_path: Path) -> None:
+    from captioner.training.pipeline import check_stages, load_pipeline_recipe, stage_config
+
+    recipe = load_pipeline_recipe(name)
+    assert recipe is not None and recipe.stages
+    check_stages(recipe, tmp_path, [])  # a mistyped or contradictory setting of any stage raises here
+    for stage in recipe.stages:
+        if stage.kind == "train" and stage.init_from:
+            # A stage that starts from another's weights must build the same decoder.
+            start = next(s for s in recipe.stages if s.name == stage.init_from)
+            assert stage_config(recipe, stage, tmp_path, []).decoder == stage_config(recipe, start, tmp_path, []).decoder

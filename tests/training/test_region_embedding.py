@@ -46,3 +46,15 @@ def test_a_recipe_of_region_embedding_decoders_trains_joins_and_captions(
         caption = json.loads(capsys.readouterr().out)[0]
         # One epoch of these tiny decoders may write nothing yet; the search must still end.
         assert caption["caption"] == " ".join(caption["words"]) and caption["score"] < 0
+
+
+def test_starting_from_a_run_with_other_decoder_sizes_names_the_settings_to_copy(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from captioner.cli import main
+
+    status = main(["train", "--config", str(tiny_run / "config.json"), "--out", str(tmp_path / "next"),
+                   "--set", f"init_from={tiny_run}", "--set", "decoder.region_dim=8", "--epochs", "1"])  # fmt: skip
+    assert status != 0
+    error = capsys.readouterr().err
+    assert f"init_from {tiny_run} has a decoder of other sizes: set decoder.region_dim=0" in error

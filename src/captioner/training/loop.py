@@ -139,6 +139,17 @@ def load_initial_weights(model: CaptioningModel, config: RunConfig) -> checkpoin
                 f"{getattr(loaded.config.encoder, name)!r} but this run asks for "
                 f"{getattr(config.encoder, name)!r}"
             )
+    differing = [
+        f"decoder.{field.name}={getattr(loaded.config.decoder, field.name)!r}"
+        for field in dataclasses.fields(loaded.config.decoder)
+        if field.name != "dropout" and getattr(loaded.config.decoder, field.name) != getattr(config.decoder, field.name)
+    ]
+    if differing:
+        # The weights would not fit; say which settings to copy instead of listing tensor shapes.
+        raise ConfigError(
+            f"init_from {config.init_from} has a decoder of other sizes: set {', '.join(differing)} "
+            "for this run too (--set or the recipe's \"set\")"
+        )
     if config.init_weights == "last":
         weights = checkpoint.load_last_weights(loaded.run_dir)
         source = checkpoint.training_state_path(loaded.run_dir)
