@@ -26,12 +26,9 @@ class TableDecoder:
             for word, p in nexts.items():
                 self.log_probs[previous, word] = math.log(p)
 
-    def project_regions(self, regions, with_context_terms=False):
-        return regions
-
-    def init_state(self, regions):
+    def begin(self, regions, with_context_terms=False):
         n = regions.size(0)
-        return torch.zeros(n, 1), torch.zeros(n, 1)
+        return regions, (torch.zeros(n, 1), torch.zeros(n, 1))
 
     def step(self, previous, state, regions, projected):
         alpha = torch.full((previous.size(0), regions.size(1)), 1.0 / regions.size(1))

@@ -157,6 +157,12 @@ def test_region_dim_embeds_each_region_once_and_refuses_an_ambiguous_size():
     torch.testing.assert_close(embedded, torch.relu(regions @ decoder.region_embedding.weight.t() + decoder.region_embedding.bias))
     assert decoder.project_regions(regions).shape == (2, 9, 6 + 7)  # keys, then the embedded regions
     assert decoder.project_regions(regions, with_context_terms=True).shape == (2, 9, 6 + 4 * 12 + 8)
+    with torch.inference_mode():  # ``begin`` embeds once what the two calls embed each
+        for terms in (False, True):
+            projected, (hidden, cell) = decoder.begin(regions, with_context_terms=terms)
+            torch.testing.assert_close(projected, decoder.project_regions(regions, with_context_terms=terms))
+            torch.testing.assert_close(hidden, decoder.init_state(regions)[0])
+            torch.testing.assert_close(cell, decoder.init_state(regions)[1])
     assert "region_embedding.weight" not in make_decoder().state_dict()  # older checkpoints load as before
     with pytest.raises(ValueError, match="context terms' width"):
         ShowAttendTellDecoder(DecoderConfig(8, 12, 6, 0.0, True, region_dim=4 * 12 + 8), vocab_size=20, feature_dim=10)

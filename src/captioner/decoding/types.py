@@ -43,8 +43,7 @@ def search_inputs(
     ``decoder.step``: a search keeps an image's rows together, and drops an image's row from
     these when it drops the image.
     """
-    projected = decoder.project_regions(regions, with_context_terms=use_context_terms(regions.size(0), decoder))
-    state = decoder.init_state(regions)
+    projected, state = decoder.begin(regions, with_context_terms=use_context_terms(regions.size(0), decoder))
     if rows_per_image == 1:
         return regions, projected, state
     hidden, cell = (part.repeat_interleave(rows_per_image, dim=0) for part in state)

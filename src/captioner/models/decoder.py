@@ -176,6 +176,11 @@ class ShowAttendTellDecoder(nn.Module):
         """The LSTM's (h, c) for (N, R, D) encoder regions."""
         return self._init_state_from(self.embed_regions(regions))
 
+    def begin(self, regions: torch.Tensor, with_context_terms: bool = False) -> tuple[torch.Tensor, DecoderState]:
+        """``project_regions`` and ``init_state`` of the same regions, embedding them once."""
+        embedded = self.embed_regions(regions)
+        return self._project_embedded(embedded, with_context_terms), self._init_state_from(embedded)
+
     def _init_state_from(self, embedded: torch.Tensor) -> DecoderState:
         mean_region = embedded.mean(dim=1)
         if torch.is_grad_enabled():
@@ -197,7 +202,9 @@ class ShowAttendTellDecoder(nn.Module):
         Without them, and with ``region_dim`` set, it is (N, R, A + region_dim): the keys
         followed by the embedded regions, which ``step`` then reads instead of ``regions``.
         """
-        regions = self.embed_regions(regions)
+        return self._project_embedded(self.embed_regions(regions), with_context_terms)
+
+    def _project_embedded(self, regions: torch.Tensor, with_context_terms: bool) -> torch.Tensor:
         if not with_context_terms:
             keys = self.attention.project_regions(regions)
             return torch.cat([keys, regions.to(keys.dtype)], dim=2) if self.config.region_dim else keys

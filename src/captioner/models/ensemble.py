@@ -2,7 +2,7 @@
 
 Owns: ``EncoderEnsemble`` (each distinct encoder run once per photo, their region grids
 concatenated along the feature axis) and ``DecoderEnsemble`` (the decoder interface the searches
-use, ``init_state`` / ``project_regions`` / ``step``, over members that each read their own
+use, ``begin`` (or ``init_state`` / ``project_regions``) / ``step``, over members that each read their own
 encoder's slice of those features). Together they make a ``CaptioningModel`` that every search,
 the guidance and the attention figures use unchanged. Knows nothing of files: making and
 loading ensemble directories is ``captioner.training.ensemble``'s.
@@ -186,10 +186,19 @@ class DecoderEnsemble(nn.Module):
         """(B, R, D) -> the members' projected regions: (B, R, sum of widths) side by side, or,
         for a lockstep search (same-shaped members, context terms, no autograd), (B, M x R, W)
         member by member. ``step`` tells the two apart by the second size."""
-        parts = [
+        return self._joined_projections([
             member.project_regions(self._regions(regions, i), with_context_terms=with_context_terms)
             for i, member in enumerate(self.members)
-        ]
+        ], with_context_terms)
+
+    def begin(self, regions: torch.Tensor, with_context_terms: bool = False) -> tuple[torch.Tensor, DecoderState]:
+        """``project_regions`` and ``init_state`` together, each member's regions embedded once."""
+        starts = [member.begin(self._regions(regions, i), with_context_terms) for i, member in enumerate(self.members)]
+        return self._joined_projections([p for p, _ in starts], with_context_terms), self._joined_states(
+            [s for _, s in starts]
+        )
+
+    def _joined_projections(self, parts: list[torch.Tensor], with_context_terms: bool) -> torch.Tensor:
         # Widths depend on ``with_context_terms``; a search projects once before its steps.
         self._projected_widths = [part.size(2) for part in parts]
         if with_context_terms and self._stackable and not torch.is_grad_enabled():
@@ -198,7 +207,10 @@ class DecoderEnsemble(nn.Module):
         return torch.cat(parts, dim=2)
 
     def init_state(self, regions: torch.Tensor) -> DecoderState:
-        states = [member.init_state(self._regions(regions, i)) for i, member in enumerate(self.members)]
+        return self._joined_states([member.init_state(self._regions(regions, i)) for i, member in enumerate(self.members)])
+
+    @staticmethod
+    def _joined_states(states: list[DecoderState]) -> DecoderState:
         return torch.cat([h for h, _ in states], dim=1), torch.cat([c for _, c in states], dim=1)
 
     def step(

@@ -334,7 +334,7 @@ class _AttentionLSTM(torch.autograd.Function):
             if total:
                 captions, length = steps.active[0], len(steps.active)
                 caption_rows, step_index = steps.rows_and_steps(device)
-                padded_alphas = alphas.new_zeros(captions, length, alphas.size(1)).to(acc)
+                padded_alphas = alphas.new_zeros(captions, length, alphas.size(1), dtype=acc)
                 padded_alphas[caption_rows, step_index] = alphas.to(acc)
                 padded_raws = grad_raws.new_zeros(captions, length, grad_raws.size(1))
                 padded_raws[caption_rows, step_index] = grad_raws

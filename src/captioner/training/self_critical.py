@@ -57,8 +57,8 @@ def sample_captions(
     gradients where autograd is on."""
     rows = regions.size(0) * per_image
     device = regions.device
-    projected = decoder.project_regions(regions)
-    state = tuple(part.repeat_interleave(per_image, dim=0) for part in decoder.init_state(regions))
+    projected, start = decoder.begin(regions)
+    state = tuple(part.repeat_interleave(per_image, dim=0) for part in start)
     words = torch.full((rows,), tokens.start_id, dtype=torch.long, device=device)
     banned = banned_mask(decoder.vocab_size, tokens.banned_ids, device)
     finished = torch.zeros(rows, dtype=torch.bool, device=device)
