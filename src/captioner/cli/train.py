@@ -14,8 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a Show, Attend and Tell captioner. Settings come from --config (a JSON "
         "recipe, see configs/), then the flags, then --set overrides; the full config is saved as "
         "RUN_DIR/config.json beside the weights. A recipe of several stages (flickr8k_lite0_shipped: "
-        "features, cross-entropy, self-critical; flickr8k_ensemble: two encoders' runs, a soup and "
-        "an ensemble) makes each into OUT/STAGE/ in order, with these settings applied to every "
+        "features, cross-entropy, self-critical; flickr8k_ensemble: two encoders' runs and their "
+        "ensemble) makes each into OUT/STAGE/ in order, with these settings applied to every "
         "training stage.",
     )
     parser.add_argument("--config", help="JSON recipe: a file, or a shipped recipe name (scenes_small_cnn, flickr8k_lite0; "
