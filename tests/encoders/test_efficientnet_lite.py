@@ -112,6 +112,7 @@ def test_position_mapping_names_the_tensor_whose_shape_differs():
     [
         (None, 224, 1280, (7, 7)),
         ("final", 320, 1280, (10, 10)),
+        ("stage7", 224, 320, (7, 7)),
         ("stage5", 224, 112, (14, 14)),
         ("14x14", 160, 112, (10, 10)),
     ],
@@ -127,7 +128,7 @@ def test_grid_shapes(layer, image_size, dim, grid):
 
 
 def test_unknown_layer_lists_choices():
-    with pytest.raises(ConfigError, match="choose one of final, stage5, 7x7, 14x14"):
+    with pytest.raises(ConfigError, match="choose one of final, stage7, stage5, 7x7, 14x14"):
         build_encoder(EncoderConfig("efficientnet_lite0", pretrained=False, layer="stage9"))
 
 
@@ -202,6 +203,21 @@ def test_imagenet_top1_on_real_photos(lite0, photo_paths, photo, accepted, name)
     top = int(probabilities.argmax())
     assert imagenet_categories()[top] in accepted
     assert probabilities[top] > 0.3
+
+
+@pytest.mark.parametrize("name, channels", [("efficientnet_lite0", 320), ("efficientnet_lite2", 352)])
+def test_grid_before_the_head_conv_classifies_as_the_final_grid_does(photo_paths, name, channels):
+    """stage7 is the last block's output: the head conv runs in the classifier tail instead, so
+    the ImageNet logits (what guidance reads) are the final grid's exactly."""
+    final, before_head = (build_encoder(EncoderConfig(name, layer=layer)) for layer in ("final", "stage7"))
+    image = final.preprocess(load_rgb_image(photo_paths["coffee"]))[None]
+    with torch.no_grad():
+        grid = before_head(image)
+        assert grid.shape == (1, 49, channels)
+        assert torch.allclose(before_head.classify(image), final.classify(image), atol=1e-5)
+        head = before_head.classifier_tail[0]  # the head conv and its norm
+        cells = grid.transpose(1, 2).reshape(1, channels, 7, 7)
+        assert torch.allclose(head(cells).flatten(2).transpose(1, 2), final(image), atol=1e-5)
 
 
 def test_classify_works_from_the_finer_grid_too(photo_paths):

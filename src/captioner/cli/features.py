@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--encoder", default="efficientnet_lite0", help="encoder name (default: efficientnet_lite0; also efficientnet_lite2, resnet50, ...)"
     )
     parser.add_argument(
-        "--layer", help="which grid, e.g. final or 14x14 for efficientnet_lite0, layer3 for ResNets"
+        "--layer", help="which grid, e.g. final, stage7 or 14x14 for efficientnet_lite0, layer3 for ResNets"
     )
     parser.add_argument(
         "--encoder-weights", metavar="PATH", help="state dict (.pth/.safetensors) to load"

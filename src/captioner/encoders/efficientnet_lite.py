@@ -39,7 +39,7 @@ MEAN = (0.5, 0.5, 0.5)
 STD = (0.5, 0.5, 0.5)
 
 # Canonical layer -> number of timm ``blocks`` stages (of 7) it runs, and whether the head conv runs.
-_LAYER_STAGES: dict[str, tuple[int, bool]] = {"final": (7, True), "stage5": (5, False)}
+_LAYER_STAGES: dict[str, tuple[int, bool]] = {"final": (7, True), "stage7": (7, False), "stage5": (5, False)}
 _LAYER_ALIASES = {"7x7": "final", "14x14": "stage5"}
 
 
@@ -104,6 +104,7 @@ class EfficientNetLiteEncoder(Encoder):
 
     LAYERS = {
         "final": "1280 channels, 7x7 at 224 px (stride 32); alias 7x7",
+        "stage7": "320 channels (Lite2: 352), 7x7 at 224 px: the last block's output, before the 1x1 head conv",
         "stage5": "112 channels (Lite2: 120), 14x14 at 224 px (stride 16); alias 14x14",
     }
 
