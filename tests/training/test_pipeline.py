@@ -432,7 +432,7 @@ def test_each_of_n_side_by_side_stages_gets_its_share_of_the_threads(tmp_path: P
     assert config.threads == 2
 
 
-@pytest.mark.parametrize("name", ["flickr8k_lite0_shipped", "flickr8k_ensemble", "flickr8k_ensemble_fast"])
+@pytest.mark.parametrize("name", ["flickr8k_lite0_shipped", "flickr8k_ensemble", "flickr8k_ensemble_fast", "flickr8k_ensemble_cpu"])
 def test_every_shipped_recipe_of_stages_reads_and_its_settings_check(name: str, tmp_path: Path) -> None:
     from captioner.training.pipeline import check_stages, load_pipeline_recipe, stage_config
 
