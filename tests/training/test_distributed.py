@@ -2,7 +2,8 @@
 
 Two gloo processes under torchrun (CPU), each with half of every batch, must end with the
 weights and losses of a single process that sees whole batches; so must one process that cuts
-each batch into accumulation steps. Dropout is off: its masks are drawn per process. The encoder
+each batch into accumulation steps, up to the rounding noise that one process shows when only
+the order of its sums changes. Dropout is off: its masks are drawn per process. The encoder
 is frozen with cached features (the usual multi-GPU set-up): a trained encoder's BatchNorm would
 see per-process batch statistics, which differ by design.
 """
@@ -56,20 +57,19 @@ def trained_weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {name: tensor for name, tensor in state.items() if name.startswith("model.") and name not in GRADIENT_FREE}
 
 
-def rounding_noise(reordered: Path, reference: Path) -> float:
+def rounding_noise(reordered: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> float:
     """How far one process's weights move when only the order of its sums changes (two threads
     instead of one). Adam divides each gradient by its own size, so a weight whose true gradient
     is nearly zero takes a step of its rounding's sign: on CPUs with wider vector units (AVX-512)
     a few such weights differ by ~1e-4 between summation orders, in one process alone."""
-    ours, theirs = trained_weights(reordered), trained_weights(reference)
-    return max((ours[name] - tensor).abs().max().item() for name, tensor in theirs.items())
+    return max((reordered[name] - tensor).abs().max().item() for name, tensor in reference.items())
 
 
 def assert_same_training(run_dir: Path, reference: Path, reordered: Path) -> None:
     """``run_dir`` trained as ``reference`` did, up to 1e-5 or to four times the rounding noise that
     ``reordered`` (the reference's run on two threads) measures, whichever is larger."""
-    atol = max(1e-5, 4 * rounding_noise(reordered, reference))
     ours, theirs = trained_weights(run_dir), trained_weights(reference)
+    atol = max(1e-5, 4 * rounding_noise(trained_weights(reordered), theirs))
     for name, tensor in theirs.items():
         torch.testing.assert_close(ours[name], tensor, rtol=1e-4, atol=atol, msg=lambda detail, name=name: f"{name}: {detail}")
     assert losses(run_dir) == pytest.approx(losses(reference), rel=1e-5)
